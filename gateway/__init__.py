@@ -1,0 +1,1 @@
+"""Coalition gateway: the core of the coalition loyalty network."""

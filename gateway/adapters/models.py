@@ -1,0 +1,139 @@
+"""SQLAlchemy tables. Points and money are BigInteger; every time is aware UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in, aware UTC out, on every database (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert value.tzinfo is not None, "naive datetime reached the database"
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 (SQLAlchemy API)
+
+
+class PartnerRow(Base):
+    __tablename__ = "partners"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20))
+    display_name: Mapped[str] = mapped_column(String(200))
+    base_earn_rate: Mapped[str] = mapped_column(String(32))
+    """Points per major unit of earn_currency_code, a decimal string (exact, no float)."""
+    earn_currency_code: Mapped[str] = mapped_column(String(3))
+    settlement_currency_code: Mapped[str] = mapped_column(String(3))
+    webhook_url: Mapped[str] = mapped_column(String(2048), default="")
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+
+
+class PartnerAirlineRow(Base):
+    """A travel agency may submit bookings on behalf of this airline."""
+
+    __tablename__ = "partner_airlines"
+
+    agency_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    airline_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), index=True)
+    """None for operator keys."""
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """SHA-256 hex of the secret; the secret itself is never stored."""
+    prefix: Mapped[str] = mapped_column(String(16))
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    create_time: Mapped[datetime]
+    revoke_time: Mapped[datetime | None]
+
+
+class ClientCertificateRow(Base):
+    __tablename__ = "client_certificates"
+
+    serial_number: Mapped[str] = mapped_column(String(40), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), index=True)
+    not_after: Mapped[datetime]
+    create_time: Mapped[datetime]
+    revoke_time: Mapped[datetime | None]
+
+
+class MemberRow(Base):
+    __tablename__ = "members"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    loyalty_number: Mapped[str] = mapped_column(String(12), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), default="")
+    phone_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """HMAC-SHA256 of the E.164 number under the deployment's secret key: the lookup key."""
+    phone_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """AES-GCM of the E.164 number, so it can be shown back to the operator, never in clear."""
+    locale: Mapped[str] = mapped_column(String(35), default="en")
+    marketing_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    tier: Mapped[str] = mapped_column(String(32), default="BLUE")
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+
+
+class IdempotencyKeyRow(Base):
+    """The first outcome of a mutating request, replayed for retries with the same request_id."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)
+    """"partner:{id}" or "operator": request ids are unique per caller."""
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    method: Mapped[str] = mapped_column(String(120))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error: Mapped[str | None] = mapped_column(Text)
+    """JSON of a stored business failure (kind, reason, message, metadata)."""
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_idempotency_keys_create_time", "create_time"),)

@@ -1,0 +1,65 @@
+"""Configuration: flags override environment variables, which override defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from gateway.adapters.db import DATABASE_URL_DEFAULT
+from partners.ca import write_private_file
+
+GRPC_PORT_DEFAULT = 50051
+WEB_PORT_DEFAULT = 8080
+SECRET_KEY_FILE_SUFFIX = ".secret-key"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(f"COALITION_{name}", default)
+
+
+def database_url(flag: str | None) -> str:
+    return flag or env("DATABASE_URL", DATABASE_URL_DEFAULT)
+
+
+def secret_key(url: str) -> bytes:
+    """COALITION_SECRET_KEY, or for an embedded SQLite database a key file created beside it."""
+    configured = env("SECRET_KEY")
+    if configured:
+        if len(configured) < 32:
+            raise ConfigError("COALITION_SECRET_KEY must be at least 32 characters")
+        return configured.encode()
+    parsed = make_url(url)
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
+        raise ConfigError(
+            "set COALITION_SECRET_KEY (32+ random characters, e.g. `openssl rand -hex 32`): "
+            "it protects members' phone numbers and must never change"
+        )
+    path = Path(parsed.database + SECRET_KEY_FILE_SUFFIX)
+    if not path.exists():
+        write_private_file(path, secrets.token_hex(32).encode())
+    return path.read_bytes().strip()
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    database_url: str
+    host: str
+    grpc_port: int
+    web_port: int
+    log_format: str
+    tls_cert: str
+    tls_key: str
+    client_ca: str
+    ca_dir: str

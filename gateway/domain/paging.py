@@ -1,0 +1,42 @@
+"""Opaque page tokens and bounded page sizes for every List RPC."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from gateway.domain.errors import InvalidArgument
+
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 100
+PAGE_TOKEN_CHARS_MAX = 512
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument.on_field("page_size", "INVALID_PAGE_SIZE", "must not be negative")
+    return min(requested or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+
+
+def encode_token(position: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
+
+
+def decode_token(token: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The position a token points after, or None for the first page."""
+    if not token:
+        return None
+    bad = InvalidArgument.on_field(
+        "page_token", "INVALID_PAGE_TOKEN", "not a page token from a previous response"
+    )
+    if len(token) > PAGE_TOKEN_CHARS_MAX:
+        raise bad
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(position, dict) or set(position) != set(keys):
+        raise bad
+    return position

@@ -1,0 +1,184 @@
+"""Partners of the network and the rules their settings must follow."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gateway.domain.errors import InvalidArgument, require
+
+DISPLAY_NAME_CHARS_MAX = 200
+WEBHOOK_URL_CHARS_MAX = 2048
+AUTHORIZED_AIRLINES_MAX = 100
+EARN_RATE_MAX = Decimal(10_000)
+"""Points per major currency unit; more than this is a typo, not a program."""
+EARN_RATE_DECIMALS_MAX = 4
+
+PARTNER_ID_CHARS_MAX = 55
+"""So "partners/{id}" fits a certificate subject CN (64 characters, RFC 5280)."""
+_PARTNER_ID = re.compile(r"^[a-z][a-z0-9-]{1,53}[a-z0-9]$")
+_PARTNER_NAME = re.compile(r"^partners/([a-z][a-z0-9-]{1,53}[a-z0-9])$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+class PartnerType(enum.StrEnum):
+    HOTEL = "HOTEL"
+    RIDE_SHARE = "RIDE_SHARE"
+    AIRLINE = "AIRLINE"
+    RETAIL = "RETAIL"
+    TRAVEL_AGENCY = "TRAVEL_AGENCY"
+    CHARITY = "CHARITY"
+
+
+@dataclass(frozen=True)
+class PartnerSettings:
+    """The operator-editable part of a partner."""
+
+    display_name: str
+    base_earn_rate: Decimal = Decimal(0)
+    earn_currency_code: str = "USD"
+    settlement_currency_code: str = "USD"
+    webhook_url: str = ""
+    authorized_airlines: tuple[str, ...] = ()  # partner ids, not names
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: str
+    type: PartnerType
+    settings: PartnerSettings
+    create_time: datetime
+    update_time: datetime
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"partners/{self.id}"
+
+
+def parse_partner_id(raw: str, field_path: str = "partner_id") -> str:
+    require(
+        bool(_PARTNER_ID.match(raw)),
+        field_path,
+        "INVALID_PARTNER_ID",
+        f"3 to {PARTNER_ID_CHARS_MAX} characters of a-z, 0-9 and '-', starting with a letter",
+    )
+    return raw
+
+
+def parse_partner_name(raw: str, field_path: str = "name") -> str:
+    """The partner id in "partners/{partner}", or INVALID_PARTNER_NAME."""
+    match = _PARTNER_NAME.match(raw)
+    if not match:
+        raise InvalidArgument.on_field(
+            field_path, "INVALID_PARTNER_NAME", 'expected "partners/{partner}"'
+        )
+    return match.group(1)
+
+
+def parse_partner_type(raw: str, field_path: str = "partner.type") -> PartnerType:
+    try:
+        return PartnerType(raw)
+    except ValueError:
+        raise InvalidArgument.on_field(
+            field_path,
+            "INVALID_PARTNER_TYPE",
+            "one of " + ", ".join(t.value for t in PartnerType),
+        ) from None
+
+
+def parse_earn_rate(raw: str, field_path: str = "partner.base_earn_rate") -> Decimal:
+    try:
+        rate = Decimal(raw.strip() or "0")
+    except InvalidOperation:
+        raise InvalidArgument.on_field(
+            field_path, "INVALID_EARN_RATE", 'a decimal number such as "10" or "2.5"'
+        ) from None
+    exponent = rate.as_tuple().exponent
+    require(
+        rate.is_finite() and Decimal(0) <= rate <= EARN_RATE_MAX,
+        field_path,
+        "INVALID_EARN_RATE",
+        f"between 0 and {EARN_RATE_MAX} points per currency unit",
+    )
+    require(
+        isinstance(exponent, int) and -exponent <= EARN_RATE_DECIMALS_MAX,
+        field_path,
+        "INVALID_EARN_RATE",
+        f"at most {EARN_RATE_DECIMALS_MAX} decimals",
+    )
+    return rate.normalize() if rate else Decimal(0)
+
+
+def parse_currency(raw: str, field_path: str) -> str:
+    require(bool(_CURRENCY.match(raw)), field_path, "INVALID_CURRENCY", "an ISO 4217 code like USD")
+    return raw
+
+
+def parse_webhook_url(raw: str, field_path: str = "partner.webhook_url") -> str:
+    if not raw:
+        return ""
+    require(
+        len(raw) <= WEBHOOK_URL_CHARS_MAX,
+        field_path,
+        "FIELD_TOO_LONG",
+        f"at most {WEBHOOK_URL_CHARS_MAX} characters",
+    )
+    parts = urlsplit(raw)
+    secure = parts.scheme == "https" and bool(parts.hostname)
+    local = parts.scheme == "http" and (parts.hostname or "") in _LOCAL_HOSTS
+    require(
+        secure or local,
+        field_path,
+        "INVALID_WEBHOOK_URL",
+        "an https URL (http only for localhost)",
+    )
+    return raw
+
+
+def parse_time_zone(raw: str, field_path: str = "partner.time_zone") -> str:
+    zone = raw or "UTC"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidArgument.on_field(
+            field_path, "INVALID_TIME_ZONE", 'an IANA time zone such as "Europe/Paris"'
+        ) from None
+    return zone
+
+
+def validate_settings(settings: PartnerSettings, prefix: str = "partner") -> PartnerSettings:
+    name = settings.display_name.strip()
+    require(bool(name), f"{prefix}.display_name", "EMPTY_NAME", "a partner needs a name")
+    require(
+        len(name) <= DISPLAY_NAME_CHARS_MAX,
+        f"{prefix}.display_name",
+        "FIELD_TOO_LONG",
+        f"at most {DISPLAY_NAME_CHARS_MAX} characters",
+    )
+    require(
+        len(settings.authorized_airlines) <= AUTHORIZED_AIRLINES_MAX,
+        f"{prefix}.authorized_airlines",
+        "TOO_MANY_AIRLINES",
+        f"at most {AUTHORIZED_AIRLINES_MAX}",
+    )
+    return replace(
+        settings,
+        display_name=name,
+        earn_currency_code=parse_currency(
+            settings.earn_currency_code, f"{prefix}.earn_currency_code"
+        ),
+        settlement_currency_code=parse_currency(
+            settings.settlement_currency_code, f"{prefix}.settlement_currency_code"
+        ),
+        webhook_url=parse_webhook_url(settings.webhook_url, f"{prefix}.webhook_url"),
+        time_zone=parse_time_zone(settings.time_zone, f"{prefix}.time_zone"),
+        authorized_airlines=tuple(dict.fromkeys(settings.authorized_airlines)),
+    )

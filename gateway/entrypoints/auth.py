@@ -1,0 +1,183 @@
+"""Authentication and authorization for every RPC, in one interceptor.
+
+A request carries `authorization: Bearer <api key>` or a client certificate issued by the
+coalition CA (mTLS). The interceptor wraps each method handler, so the caller is resolved inside
+the handler's own task and exposed through `current_caller()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+
+from gateway.domain import errors
+from gateway.domain.credentials import Caller, hash_api_key
+from gateway.entrypoints.errors import to_status
+from gateway.service import partners as partner_service
+from gateway.service.context import AppContext
+from partners.ca import partner_id_from_certificate
+
+AUTH_CACHE_TTL_S = 5.0
+"""How long a gateway trusts a resolved key; revocation through another gateway waits this."""
+AUTH_CACHE_ENTRIES_MAX = 10_000
+
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+OPERATOR_ONLY = frozenset(
+    f"/coalition.v1.PartnerService/{m}"
+    for m in (
+        "CreatePartner",
+        "ListPartners",
+        "UpdatePartner",
+        "CreateApiKey",
+        "RevokeApiKey",
+        "ListApiKeys",
+        "IssueClientCertificate",
+        "CreateCampaign",
+        "ListCampaigns",
+        "EndCampaign",
+    )
+)
+
+_caller: ContextVar[Caller] = ContextVar("coalition_caller")
+
+
+def current_caller() -> Caller:
+    return _caller.get()
+
+
+def _unauthenticated(message: str) -> errors.Unauthenticated:
+    return errors.Unauthenticated("INVALID_CREDENTIALS", message)
+
+
+class AuthCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, key: str) -> Caller | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, key: str, caller: Caller) -> None:
+        if len(self._entries) >= AUTH_CACHE_ENTRIES_MAX:
+            self._entries.clear()  # rare; bounded memory beats a clever eviction policy
+        self._entries[key] = (caller, time.monotonic() + AUTH_CACHE_TTL_S)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class Authenticator:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.cache = AuthCache()
+
+    async def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        header = metadata.get("authorization")
+        if header is not None:
+            scheme, _, secret = header.partition(" ")
+            if scheme.lower() != "bearer" or not secret.strip():
+                raise _unauthenticated('expected "authorization: Bearer <api key>"')
+            return await self._by_key(secret.strip())
+        certificates = context.auth_context().get("x509_pem_cert") or []
+        if certificates:
+            return await self._by_certificate(certificates[0])
+        raise errors.Unauthenticated(
+            "MISSING_CREDENTIALS", 'send "authorization: Bearer <api key>" or a client certificate'
+        )
+
+    async def _by_key(self, secret: str) -> Caller:
+        digest = hash_api_key(secret)
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return cached
+        async with self.ctx.database.connect() as conn:
+            found = await partner_service.authenticate(conn, secret)
+        if found is None:
+            raise _unauthenticated("unknown or revoked API key")
+        self.cache.put(digest, found)
+        return found
+
+    async def _by_certificate(self, pem: bytes) -> Caller:
+        # The TLS layer already verified the chain against the coalition CA.
+        partner_id = partner_id_from_certificate(pem)
+        if partner_id is None:
+            raise _unauthenticated("the client certificate names no coalition partner")
+        async with self.ctx.database.connect() as conn:
+            found = await partner_service.caller_for_partner(conn, partner_id)
+        if found is None:
+            raise _unauthenticated(f"the certificate's partner {partner_id} does not exist")
+        return found
+
+
+def authorize(method: str, caller: Caller) -> None:
+    if method in OPERATOR_ONLY and not caller.is_operator:
+        raise errors.PermissionDenied(
+            "OPERATOR_ONLY", "only the operator may call this method", {"method": method}
+        )
+
+
+Behavior = Callable[..., Any]
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        return _wrap(handler, method, self.authenticator)
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> Any:
+    async def admit(context: grpc.aio.ServicerContext) -> None:
+        try:
+            caller = await auth.caller(context)
+            authorize(method, caller)
+        except errors.CoalitionError as err:
+            await context.abort_with_status(to_status(err))
+        _caller.set(caller)
+
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await admit(context)
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_stream:
+        inner_stream = handler.stream_stream
+
+        async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            await admit(context)
+            result = inner_stream(requests, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:  # a plain coroutine, e.g. a handler that only aborts
+                await result
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream, handler.request_deserializer, handler.response_serializer
+        )
+    raise AssertionError(f"no wrapper for the handler kind of {method}")

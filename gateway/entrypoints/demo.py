@@ -1,0 +1,168 @@
+"""The demo network: a believable coalition, seeded idempotently.
+
+Partners and members are created once (members are recognised by phone number). API keys cannot
+be shown twice, so every run revokes the previous demo keys and issues fresh ones: exactly one
+demo key per partner (and one operator key) is active after each run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+
+from gateway.adapters import repository as repo
+from gateway.domain.members import ContactDetails
+from gateway.domain.partners import PartnerSettings, PartnerType
+from gateway.service import members as members_service
+from gateway.service import partners as partner_service
+from gateway.service.context import AppContext
+
+DEMO_KEY_LABEL = "demo"
+
+
+@dataclass(frozen=True)
+class DemoPartner:
+    id: str
+    type: PartnerType
+    display_name: str
+    earn_rate: str
+    currency: str = "USD"
+    airlines: tuple[str, ...] = ()
+    time_zone: str = "UTC"
+
+
+PARTNERS = (
+    DemoPartner(
+        "grand-harbor-hotels",
+        PartnerType.HOTEL,
+        "Grand Harbor Hotels",
+        "10",
+        time_zone="America/New_York",
+    ),
+    DemoPartner(
+        "swiftride", PartnerType.RIDE_SHARE, "SwiftRide", "2", time_zone="America/Los_Angeles"
+    ),
+    DemoPartner("aurora-airways", PartnerType.AIRLINE, "Aurora Airways", "5"),
+    DemoPartner(
+        "wanderlust-travel",
+        PartnerType.TRAVEL_AGENCY,
+        "Wanderlust Travel",
+        "0",
+        airlines=("aurora-airways",),
+    ),
+    DemoPartner(
+        "maple-market", PartnerType.RETAIL, "Maple Market", "1", "CAD", time_zone="America/Toronto"
+    ),
+    DemoPartner("clean-oceans", PartnerType.CHARITY, "Clean Oceans Fund", "0"),
+    DemoPartner(
+        "open-books",
+        PartnerType.CHARITY,
+        "Open Books Literacy Trust",
+        "0",
+        "GBP",
+        time_zone="Europe/London",
+    ),
+)
+
+MEMBERS = (
+    ("Ava Thompson", "+12025550101", "en"),
+    ("Liam Martinez", "+12025550102", "en"),
+    ("Sofia Rossi", "+393491234567", "it"),
+    ("Noah Williams", "+12025550104", "en"),
+    ("Chloé Dubois", "+33612345678", "fr"),
+    ("Mateo García", "+34612345678", "es"),
+    ("Emma Schmidt", "+4915123456789", "de"),
+    ("Oliver Brown", "+447911123456", "en-GB"),
+    ("Yuki Tanaka", "+819012345678", "ja"),
+    ("Amara Okafor", "+2348031234567", "en"),
+    ("Lucas Silva", "+5511912345678", "pt-BR"),
+    ("Isabella Chen", "+14155550123", "en"),
+    ("Ethan Walker", "+13125550147", "en"),
+    ("Mia Johansson", "+46701234567", "sv"),
+    ("Arjun Patel", "+919812345678", "en-IN"),
+    ("Zoe Nguyen", "+61412345678", "en-AU"),
+    ("Hannah Müller", "+491701234567", "de"),
+    ("Gabriel Moreau", "+33698765432", "fr"),
+    ("Olivia Davis", "+16175550188", "en"),
+    ("Samuel Cohen", "+972502345678", "he"),
+    ("Leila Haddad", "+212612345678", "fr"),
+    ("Jack O'Connor", "+353851234567", "en-IE"),
+)
+
+
+async def _revoke_demo_keys(ctx: AppContext, conn: Any) -> None:
+    keys = repo.API_KEYS
+    await conn.execute(
+        update(keys)
+        .where(keys.c.display_name == DEMO_KEY_LABEL, keys.c.revoke_time.is_(None))
+        .values(revoke_time=ctx.clock.now())
+    )
+
+
+async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
+    """Create what is missing and return the network in API.md's --json form."""
+    out: dict[str, Any] = {"grpc_target": grpc_target, "partners": [], "members": []}
+    async with ctx.database.begin() as conn:
+        await _revoke_demo_keys(ctx, conn)
+        _, out["operator_api_key"] = await partner_service.create_api_key(
+            conn, ctx, None, DEMO_KEY_LABEL
+        )
+        for p in PARTNERS:
+            if await repo.get_partner(conn, p.id) is None:
+                settings = PartnerSettings(
+                    display_name=p.display_name,
+                    base_earn_rate=Decimal(p.earn_rate),
+                    earn_currency_code=p.currency,
+                    settlement_currency_code=p.currency,
+                    authorized_airlines=p.airlines,
+                    time_zone=p.time_zone,
+                )
+                await partner_service.create(conn, ctx, p.id, p.type, settings)
+            _, secret = await partner_service.create_api_key(conn, ctx, p.id, DEMO_KEY_LABEL)
+            out["partners"].append(
+                {
+                    "name": f"partners/{p.id}",
+                    "display_name": p.display_name,
+                    "type": p.type.value,
+                    "api_key": secret,
+                }
+            )
+        for display_name, phone, locale in MEMBERS:
+            found = await conn.scalar(
+                select(repo.MEMBERS.c.id).where(
+                    repo.MEMBERS.c.phone_hash == ctx.vault.phone_hash(phone)
+                )
+            )
+            if found is None:
+                member = await members_service.enroll(
+                    conn, ctx, ContactDetails(display_name, _email(display_name), phone, locale)
+                )
+            else:
+                member = await members_service.get(conn, ctx, f"members/{found}")
+            out["members"].append(
+                {
+                    "name": member.name,
+                    "loyalty_number": member.loyalty_number,
+                    "phone_number": member.contact.phone_number,
+                    "display_name": member.contact.display_name,
+                }
+            )
+    return out
+
+
+def _email(display_name: str) -> str:
+    local = "".join(ch for ch in display_name.lower().replace(" ", ".") if ch.isascii())
+    return f"{local.strip('.')}@example.com"
+
+
+def example_call(network: dict[str, Any]) -> str:
+    hotel = network["partners"][0]
+    member = network["members"][0]
+    return (
+        f"grpcurl -plaintext -H 'authorization: Bearer {hotel['api_key']}' \\\n"
+        f'  -d \'{{"loyalty_number": "{member["loyalty_number"]}"}}\' \\\n'
+        f"  {network['grpc_target']} coalition.v1.MemberService/LookupMember"
+    )

@@ -1,0 +1,96 @@
+"""The one mapping from domain errors to google.rpc.Status (AIP-193)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gateway.domain import errors
+
+DOMAIN = "coalition.v1"
+log = logging.getLogger("coalition.grpc")
+
+_CODES: dict[type[errors.CoalitionError], int] = {
+    errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    errors.NotFound: code_pb2.NOT_FOUND,
+    errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
+    errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
+    errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
+    errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
+    errors.Unimplemented: code_pb2.UNIMPLEMENTED,
+}
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(err: errors.CoalitionError) -> grpc.Status:
+    code = next(c for kind, c in _CODES.items() if isinstance(err, kind))
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata))
+    ]
+    if err.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=err.reason
+                        )
+                        for v in err.violations
+                    ]
+                )
+            )
+        )
+    retry_after = err.metadata.get("retry_after_s")
+    if retry_after:
+        details.append(
+            _pack(
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(seconds=int(retry_after))
+                )
+            )
+        )
+    return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=details))
+
+
+INTERNAL = rpc_status.to_status(
+    status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message="internal error; it has been logged",
+        details=[_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN))],
+    )
+)
+
+R = TypeVar("R")
+H = Callable[..., Awaitable[R]]
+
+
+def rpc(handler: H[R]) -> H[R]:
+    """Turn domain errors into statuses; never leak a traceback to the client."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await handler(self, request, context)
+        except errors.CoalitionError as err:
+            await context.abort_with_status(to_status(err))
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError":
+                raise
+            log.exception("unhandled error in %s", handler.__qualname__)
+            await context.abort_with_status(INTERNAL)
+        raise AssertionError("abort_with_status returns only by raising")
+
+    return wrapped

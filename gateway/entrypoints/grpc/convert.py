@@ -1,0 +1,153 @@
+"""Proto <-> domain conversions shared by the servicers."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from coalition.v1 import common_pb2, members_pb2, partners_pb2
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from gateway.domain import credentials as dc
+from gateway.domain import members as dm
+from gateway.domain import partners as dp
+from gateway.domain.errors import InvalidArgument
+from gateway.domain.partners import parse_earn_rate, parse_partner_name
+
+STRING_FIELD_CHARS_MAX = 4096
+"""No string field of any request is longer; oversized input fails before it reaches a rule."""
+
+
+def timestamp(when: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if when is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def request_hash(request: Message) -> str:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+def check_string_sizes(message: Message, prefix: str = "") -> None:
+    """Reject any string field (at any depth) longer than STRING_FIELD_CHARS_MAX."""
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        for item in _items(value):
+            if isinstance(item, str) and len(item) > STRING_FIELD_CHARS_MAX:
+                raise InvalidArgument.on_field(
+                    path, "FIELD_TOO_LONG", f"at most {STRING_FIELD_CHARS_MAX} characters"
+                )
+            if isinstance(item, Message):
+                check_string_sizes(item, f"{path}.")
+
+
+def _items(value: object) -> list[object]:
+    """The strings and messages inside a field value (scalar, repeated or map)."""
+    if isinstance(value, str | Message):
+        return [value]
+    if isinstance(value, bytes | int | float | bool):
+        return []
+    if hasattr(value, "items"):  # a map field
+        return [*value.keys(), *value.values()]  # type: ignore[attr-defined]
+    return list(value)  # type: ignore[call-overload]
+
+
+# -- members ---------------------------------------------------------------------------------
+
+
+def member_to_proto(member: dm.Member) -> members_pb2.Member:
+    c = member.contact
+    return members_pb2.Member(
+        name=member.name,
+        loyalty_number=member.loyalty_number,
+        display_name=c.display_name,
+        email=c.email,
+        phone_number=c.phone_number,
+        locale=c.locale,
+        marketing_consent=c.marketing_consent,
+        tier=member.tier,
+        create_time=timestamp(member.create_time),
+        update_time=timestamp(member.update_time),
+    )
+
+
+def contact_from_proto(member: members_pb2.Member) -> dm.ContactDetails:
+    return dm.ContactDetails(
+        display_name=member.display_name,
+        email=member.email,
+        phone_number=member.phone_number,
+        locale=member.locale,
+        marketing_consent=member.marketing_consent,
+    )
+
+
+def empty_balance(tier: str) -> common_pb2.Balance:
+    return common_pb2.Balance(tier=tier)
+
+
+# -- partners --------------------------------------------------------------------------------
+
+_TYPE_TO_PROTO = {
+    t: partners_pb2.PartnerType.Value(f"PARTNER_TYPE_{t.value}") for t in dp.PartnerType
+}
+_TYPE_FROM_PROTO = {v: k for k, v in _TYPE_TO_PROTO.items()}
+
+
+def partner_type_from_proto(value: int, field_path: str = "partner.type") -> dp.PartnerType:
+    kind = _TYPE_FROM_PROTO.get(value)  # type: ignore[call-overload]
+    if kind is None:
+        raise InvalidArgument.on_field(
+            field_path,
+            "INVALID_PARTNER_TYPE",
+            "one of " + ", ".join(f"PARTNER_TYPE_{t.value}" for t in dp.PartnerType),
+        )
+    return kind
+
+
+def partner_type_filter(value: int) -> dp.PartnerType | None:
+    return None if value == 0 else partner_type_from_proto(value, "type")
+
+
+def partner_to_proto(partner: dp.Partner) -> partners_pb2.Partner:
+    s = partner.settings
+    return partners_pb2.Partner(
+        name=partner.name,
+        display_name=s.display_name,
+        type=_TYPE_TO_PROTO[partner.type],
+        base_earn_rate=str(s.base_earn_rate),
+        earn_currency_code=s.earn_currency_code,
+        settlement_currency_code=s.settlement_currency_code,
+        webhook_url=s.webhook_url,
+        authorized_airlines=[f"partners/{a}" for a in s.authorized_airlines],
+        time_zone=s.time_zone,
+        create_time=timestamp(partner.create_time),
+        update_time=timestamp(partner.update_time),
+    )
+
+
+def settings_from_proto(partner: partners_pb2.Partner) -> dp.PartnerSettings:
+    return dp.PartnerSettings(
+        display_name=partner.display_name,
+        base_earn_rate=parse_earn_rate(partner.base_earn_rate),
+        earn_currency_code=partner.earn_currency_code or "USD",
+        settlement_currency_code=partner.settlement_currency_code or "USD",
+        webhook_url=partner.webhook_url,
+        authorized_airlines=tuple(
+            parse_partner_name(a, f"partner.authorized_airlines[{i}]")
+            for i, a in enumerate(partner.authorized_airlines)
+        ),
+        time_zone=partner.time_zone or "UTC",
+    )
+
+
+def api_key_to_proto(key: dc.ApiKey) -> partners_pb2.ApiKey:
+    return partners_pb2.ApiKey(
+        name=key.name,
+        prefix=key.prefix,
+        display_name=key.display_name,
+        create_time=timestamp(key.create_time),
+        revoke_time=timestamp(key.revoke_time),
+    )

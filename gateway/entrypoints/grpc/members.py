@@ -1,0 +1,116 @@
+"""MemberService."""
+
+from __future__ import annotations
+
+import grpc
+from coalition.v1 import members_pb2 as pb
+from coalition.v1 import members_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.domain import errors, paging
+from gateway.domain import members as dm
+from gateway.entrypoints.errors import rpc
+from gateway.entrypoints.grpc.base import Servicer, fill_unimplemented, not_yet
+from gateway.entrypoints.grpc.convert import contact_from_proto, empty_balance, member_to_proto
+from gateway.service import members as members_service
+
+SERVICE = "coalition.v1.MemberService"
+LATER = {
+    "LinkAccount": "account linking",
+    "UnlinkAccount": "account linking",
+    "ListLinkedAccounts": "account linking",
+}
+
+
+class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        fill_unimplemented(self, members_pb2_grpc.MemberServiceServicer, SERVICE, LATER)
+
+    async def resolve(self, conn: AsyncConnection, ref: object, field: str = "member") -> dm.Member:
+        kind = ref.WhichOneof("kind") if ref is not None else None  # type: ignore[attr-defined]
+        if kind in ("partner_account", "program_number"):
+            raise not_yet(SERVICE, f"{field}.{kind}", "account linking")
+        if kind is None:
+            raise errors.InvalidArgument.on_field(
+                field, "MISSING_MEMBER_REF", "name the member by one of its identifiers"
+            )
+        return await members_service.lookup(conn, self.ctx, kind, getattr(ref, kind))
+
+    @rpc
+    async def EnrollMember(
+        self, request: pb.EnrollMemberRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnrollMemberResponse:
+        async def work(conn: AsyncConnection) -> pb.EnrollMemberResponse:
+            member = await members_service.enroll(
+                conn, self.ctx, contact_from_proto(request.member), request.default_region
+            )
+            return pb.EnrollMemberResponse(member=member_to_proto(member))
+
+        return await self.once("EnrollMember", request, pb.EnrollMemberResponse, work)
+
+    @rpc
+    async def GetMember(
+        self, request: pb.GetMemberRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMemberResponse:
+        async with self.read(request) as conn:
+            member = await members_service.get(conn, self.ctx, request.name)
+        return pb.GetMemberResponse(
+            member=member_to_proto(member), balance=empty_balance(member.tier)
+        )
+
+    @rpc
+    async def UpdateMember(
+        self, request: pb.UpdateMemberRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateMemberResponse:
+        async def work(conn: AsyncConnection) -> pb.UpdateMemberResponse:
+            member = await members_service.update(
+                conn,
+                self.ctx,
+                request.member.name,
+                contact_from_proto(request.member),
+                list(request.update_mask.paths),
+                request.default_region,
+            )
+            return pb.UpdateMemberResponse(member=member_to_proto(member))
+
+        return await self.once("UpdateMember", request, pb.UpdateMemberResponse, work)
+
+    @rpc
+    async def LookupMember(
+        self, request: pb.LookupMemberRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupMemberResponse:
+        kind = request.WhichOneof("kind")
+        if kind in ("partner_account", "program_number"):
+            raise not_yet(SERVICE, f"LookupMember.{kind}", "account linking")
+        async with self.read(request) as conn:
+            member = await members_service.lookup(
+                conn,
+                self.ctx,
+                kind or "",
+                getattr(request, kind) if kind else "",
+                request.default_region,
+            )
+        return pb.LookupMemberResponse(member=member_to_proto(member))
+
+    @rpc
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBalanceResponse:
+        async with self.read(request) as conn:
+            member = await self.resolve(
+                conn, request.member if request.HasField("member") else None
+            )
+        # The points ledger has not landed yet: every member holds zero points.
+        return pb.GetBalanceResponse(balance=empty_balance(member.tier))
+
+    @rpc
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransactionsResponse:
+        paging.page_size(request.page_size)
+        paging.decode_token(request.page_token, ("seq",))
+        async with self.read(request) as conn:
+            await self.resolve(conn, request.member if request.HasField("member") else None)
+        # No ledger yet, so no member has a transaction.
+        return pb.ListTransactionsResponse()

@@ -1,0 +1,19 @@
+"""What every use case needs: the database, the clock and the deployment's secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.adapters.db import Database
+from gateway.clock import Clock, SystemClock
+from gateway.domain.pii import PiiVault
+from partners.ca import CertificateAuthority
+
+
+@dataclass
+class AppContext:
+    database: Database
+    vault: PiiVault
+    clock: Clock = field(default_factory=SystemClock)
+    ca: CertificateAuthority | None = None
+    """The coalition CA, when this gateway may issue partner certificates."""

@@ -1,0 +1,154 @@
+"""Exactly-once mutations: the first outcome of (caller, request_id) is stored and replayed.
+
+The key row is inserted first in the request's own transaction, so on PostgreSQL a concurrent
+duplicate blocks on the primary key until the winner commits, then reads the winner's answer.
+Business failures (CoalitionError.stored) are kept too: the work runs in a savepoint that is
+rolled back, and the failure is recorded in the key row. Input errors leave no trace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.adapters.db import Database
+from gateway.adapters.models import IdempotencyKeyRow
+from gateway.clock import Clock
+from gateway.domain import errors
+from gateway.domain.credentials import REQUEST_ID_CHARS_MAX
+
+IDEMPOTENCY_ATTEMPTS_MAX = 5
+"""Rounds of insert-or-read; more than two means a winner keeps rolling back."""
+
+_KEYS = IdempotencyKeyRow.__table__
+_ERROR_KINDS: dict[str, type[errors.CoalitionError]] = {
+    cls.__name__: cls for cls in (errors.FailedPrecondition, errors.NotFound, errors.AlreadyExists)
+}
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    scope: str
+    request_id: str
+    method: str
+    request_hash: str
+
+
+def check_request_id(request_id: str) -> None:
+    if not request_id:
+        raise errors.InvalidArgument.on_field(
+            "request_id", "MISSING_REQUEST_ID", "every mutation needs a request_id"
+        )
+    if len(request_id) > REQUEST_ID_CHARS_MAX:
+        raise errors.InvalidArgument.on_field(
+            "request_id", "FIELD_TOO_LONG", f"at most {REQUEST_ID_CHARS_MAX} characters"
+        )
+
+
+def _encode_error(err: errors.CoalitionError) -> str:
+    return json.dumps(
+        {
+            "kind": type(err).__name__,
+            "reason": err.reason,
+            "message": err.message,
+            "metadata": dict(err.metadata),
+        }
+    )
+
+
+def _decode_error(raw: str) -> errors.CoalitionError:
+    data = json.loads(raw)
+    kind = _ERROR_KINDS.get(data["kind"], errors.FailedPrecondition)
+    return kind(data["reason"], data["message"], data["metadata"])
+
+
+class _Contended(Exception):
+    pass
+
+
+async def _replay(conn: AsyncConnection, key: IdempotencyKey) -> bytes | None:
+    row = (
+        await conn.execute(
+            select(_KEYS.c.method, _KEYS.c.request_hash, _KEYS.c.response, _KEYS.c.error).where(
+                _KEYS.c.scope == key.scope, _KEYS.c.request_id == key.request_id
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.method != key.method or row.request_hash != key.request_hash:
+        raise errors.AlreadyExists(
+            "REQUEST_ID_REUSED",
+            "this request_id was already used for a different request",
+            {"request_id": key.request_id},
+        )
+    if row.error is not None:
+        raise _decode_error(row.error)
+    assert row.response is not None, "a committed key always has an outcome"
+    return bytes(row.response)
+
+
+async def run_once(
+    database: Database,
+    clock: Clock,
+    key: IdempotencyKey,
+    work: Callable[[AsyncConnection], Awaitable[bytes]],
+) -> bytes:
+    """Run work at most once for key and return its (serialized) response, or the stored one."""
+    check_request_id(key.request_id)
+    for _ in range(IDEMPOTENCY_ATTEMPTS_MAX):
+        try:
+            return await _attempt(database, clock, key, work)
+        except _Contended:
+            continue
+    raise errors.FailedPrecondition(
+        "REQUEST_IN_PROGRESS", "a request with this request_id is still in progress; retry"
+    )
+
+
+async def _attempt(
+    database: Database,
+    clock: Clock,
+    key: IdempotencyKey,
+    work: Callable[[AsyncConnection], Awaitable[bytes]],
+) -> bytes:
+    failure: errors.CoalitionError | None = None
+    where = (_KEYS.c.scope == key.scope) & (_KEYS.c.request_id == key.request_id)
+    try:
+        async with database.begin() as conn:
+            stored = await _replay(conn, key)
+            if stored is not None:
+                return stored
+            try:
+                await conn.execute(
+                    insert(_KEYS).values(
+                        scope=key.scope,
+                        request_id=key.request_id,
+                        method=key.method,
+                        request_hash=key.request_hash,
+                        create_time=clock.now(),
+                    )
+                )
+            except IntegrityError:
+                raise _Contended from None
+            try:
+                async with conn.begin_nested():
+                    response = await work(conn)
+            except errors.CoalitionError as err:
+                if not err.stored:
+                    raise
+                failure = err
+                await conn.execute(update(_KEYS).where(where).values(error=_encode_error(err)))
+            else:
+                await conn.execute(update(_KEYS).where(where).values(response=response))
+    except IntegrityError:
+        # The winner's row appeared between our read and our insert (READ COMMITTED).
+        raise _Contended from None
+    if failure is not None:
+        raise failure
+    return response

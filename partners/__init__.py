@@ -1,0 +1,1 @@
+"""Partner onboarding: the coalition CA and partner identities."""
