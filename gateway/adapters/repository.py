@@ -10,15 +10,15 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.adapters.models import ApiKeyRow, MemberRow, PartnerAirlineRow, PartnerRow
+from gateway.adapters.models import ApiKeyRow, MemberRow, PartnerAirlineRow, PartnerRow, table_of
 from gateway.domain.members import ContactDetails, Member
 from gateway.domain.partners import Partner, PartnerSettings, PartnerType
 from gateway.domain.pii import PiiVault
 
-MEMBERS = MemberRow.__table__
-PARTNERS = PartnerRow.__table__
-AIRLINES = PartnerAirlineRow.__table__
-API_KEYS = ApiKeyRow.__table__
+MEMBERS = table_of(MemberRow)
+PARTNERS = table_of(PartnerRow)
+AIRLINES = table_of(PartnerAirlineRow)
+API_KEYS = table_of(ApiKeyRow)
 
 
 # -- members ---------------------------------------------------------------------------------

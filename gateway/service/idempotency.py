@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters.db import Database
-from gateway.adapters.models import IdempotencyKeyRow
+from gateway.adapters.models import IdempotencyKeyRow, table_of
 from gateway.clock import Clock
 from gateway.domain import errors
 from gateway.domain.credentials import REQUEST_ID_CHARS_MAX
@@ -25,7 +25,7 @@ from gateway.domain.credentials import REQUEST_ID_CHARS_MAX
 IDEMPOTENCY_ATTEMPTS_MAX = 5
 """Rounds of insert-or-read; more than two means a winner keeps rolling back."""
 
-_KEYS = IdempotencyKeyRow.__table__
+_KEYS = table_of(IdempotencyKeyRow)
 _ERROR_KINDS: dict[str, type[errors.CoalitionError]] = {
     cls.__name__: cls for cls in (errors.FailedPrecondition, errors.NotFound, errors.AlreadyExists)
 }

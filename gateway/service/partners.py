@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters import repository as repo
-from gateway.adapters.models import ClientCertificateRow
+from gateway.adapters.models import ClientCertificateRow, table_of
 from gateway.domain import credentials as dc
 from gateway.domain import paging
 from gateway.domain import partners as dp
@@ -31,7 +31,7 @@ UPDATABLE_FIELDS = frozenset(
     }
 )
 _KEYS = repo.API_KEYS
-_CERTS = ClientCertificateRow.__table__
+_CERTS = table_of(ClientCertificateRow)
 
 
 def partner_not_found(partner_id: str) -> NotFound:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
 from coalition.v1 import common_pb2, members_pb2, partners_pb2
 from google.protobuf import timestamp_pb2
@@ -52,7 +54,7 @@ def _items(value: object) -> list[object]:
         return []
     if hasattr(value, "items"):  # a map field
         return [*value.keys(), *value.values()]  # type: ignore[attr-defined]
-    return list(value)  # type: ignore[call-overload]
+    return [*cast(Iterable[object], value)]
 
 
 # -- members ---------------------------------------------------------------------------------
@@ -93,11 +95,11 @@ def empty_balance(tier: str) -> common_pb2.Balance:
 _TYPE_TO_PROTO = {
     t: partners_pb2.PartnerType.Value(f"PARTNER_TYPE_{t.value}") for t in dp.PartnerType
 }
-_TYPE_FROM_PROTO = {v: k for k, v in _TYPE_TO_PROTO.items()}
+_TYPE_FROM_PROTO: dict[int, dp.PartnerType] = {v: k for k, v in _TYPE_TO_PROTO.items()}
 
 
 def partner_type_from_proto(value: int, field_path: str = "partner.type") -> dp.PartnerType:
-    kind = _TYPE_FROM_PROTO.get(value)  # type: ignore[call-overload]
+    kind = _TYPE_FROM_PROTO.get(value)
     if kind is None:
         raise InvalidArgument.on_field(
             field_path,

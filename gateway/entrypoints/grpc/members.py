@@ -10,27 +10,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.domain import errors, paging
 from gateway.domain import members as dm
 from gateway.entrypoints.errors import rpc
-from gateway.entrypoints.grpc.base import Servicer, fill_unimplemented, not_yet
+from gateway.entrypoints.grpc.base import Servicer, not_yet
 from gateway.entrypoints.grpc.convert import contact_from_proto, empty_balance, member_to_proto
 from gateway.service import members as members_service
 
 SERVICE = "coalition.v1.MemberService"
-LATER = {
-    "LinkAccount": "account linking",
-    "UnlinkAccount": "account linking",
-    "ListLinkedAccounts": "account linking",
-}
+LINKING = "account linking"
 
 
 class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        fill_unimplemented(self, members_pb2_grpc.MemberServiceServicer, SERVICE, LATER)
-
     async def resolve(self, conn: AsyncConnection, ref: object, field: str = "member") -> dm.Member:
         kind = ref.WhichOneof("kind") if ref is not None else None  # type: ignore[attr-defined]
         if kind in ("partner_account", "program_number"):
-            raise not_yet(SERVICE, f"{field}.{kind}", "account linking")
+            raise not_yet(SERVICE, f"{field}.{kind}", LINKING)
         if kind is None:
             raise errors.InvalidArgument.on_field(
                 field, "MISSING_MEMBER_REF", "name the member by one of its identifiers"
@@ -82,7 +74,7 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
     ) -> pb.LookupMemberResponse:
         kind = request.WhichOneof("kind")
         if kind in ("partner_account", "program_number"):
-            raise not_yet(SERVICE, f"LookupMember.{kind}", "account linking")
+            raise not_yet(SERVICE, f"LookupMember.{kind}", LINKING)
         async with self.read(request) as conn:
             member = await members_service.lookup(
                 conn,
@@ -114,3 +106,23 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             await self.resolve(conn, request.member if request.HasField("member") else None)
         # No ledger yet, so no member has a transaction.
         return pb.ListTransactionsResponse()
+
+    # Account linking lands with the cross-brand release; until then these say so precisely.
+
+    @rpc
+    async def LinkAccount(
+        self, request: pb.LinkAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LinkAccountResponse:
+        raise not_yet(SERVICE, "LinkAccount", LINKING)
+
+    @rpc
+    async def UnlinkAccount(
+        self, request: pb.UnlinkAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnlinkAccountResponse:
+        raise not_yet(SERVICE, "UnlinkAccount", LINKING)
+
+    @rpc
+    async def ListLinkedAccounts(
+        self, request: pb.ListLinkedAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLinkedAccountsResponse:
+        raise not_yet(SERVICE, "ListLinkedAccounts", LINKING)

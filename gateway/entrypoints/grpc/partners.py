@@ -11,7 +11,7 @@ from gateway.domain import errors
 from gateway.domain.partners import parse_partner_name
 from gateway.entrypoints.auth import Authenticator
 from gateway.entrypoints.errors import rpc
-from gateway.entrypoints.grpc.base import Servicer, fill_unimplemented
+from gateway.entrypoints.grpc.base import Servicer, not_yet
 from gateway.entrypoints.grpc.convert import (
     api_key_to_proto,
     partner_to_proto,
@@ -25,7 +25,7 @@ from gateway.service.context import AppContext
 from partners.ca import CLIENT_CERT_VALIDITY_DAYS_DEFAULT
 
 SERVICE = "coalition.v1.PartnerService"
-LATER = {m: "earn rules and campaigns" for m in ("CreateCampaign", "ListCampaigns", "EndCampaign")}
+CAMPAIGNS = "earn rules and campaigns"
 SECONDS_PER_DAY = 86_400
 
 
@@ -33,7 +33,6 @@ class PartnerServicer(Servicer, partners_pb2_grpc.PartnerServiceServicer):
     def __init__(self, ctx: AppContext, authenticator: Authenticator) -> None:
         super().__init__(ctx)
         self.authenticator = authenticator
-        fill_unimplemented(self, partners_pb2_grpc.PartnerServiceServicer, SERVICE, LATER)
 
     @rpc
     async def CreatePartner(
@@ -178,3 +177,23 @@ class PartnerServicer(Servicer, partners_pb2_grpc.PartnerServiceServicer):
             work,
             redact=without_key,
         )
+
+    # Campaigns land with the earn-rules release; until then these say so precisely.
+
+    @rpc
+    async def CreateCampaign(
+        self, request: pb.CreateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateCampaignResponse:
+        raise not_yet(SERVICE, "CreateCampaign", CAMPAIGNS)
+
+    @rpc
+    async def ListCampaigns(
+        self, request: pb.ListCampaignsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCampaignsResponse:
+        raise not_yet(SERVICE, "ListCampaigns", CAMPAIGNS)
+
+    @rpc
+    async def EndCampaign(
+        self, request: pb.EndCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndCampaignResponse:
+        raise not_yet(SERVICE, "EndCampaign", CAMPAIGNS)
