@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from coalition.v1 import partners_pb2, partners_pb2_grpc
 from sqlalchemy import text
 
-from coalition.v1 import partners_pb2, partners_pb2_grpc
 from gateway.adapters.db import Database, open_database
 from gateway.adapters.migrate import upgrade
 from gateway.adapters.models import Base
 from gateway.clock import FixedClock
 from gateway.domain.pii import PiiVault
-from gateway.entrypoints.grpc.server import TlsConfig, create_server
+from gateway.entrypoints.grpc.server import TlsConfig, add_port, create_server
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
 
@@ -40,7 +41,9 @@ def backend() -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if backend() == "postgresql":
         return
-    skip = pytest.mark.skip(reason=f"needs PostgreSQL: run again with {DATABASE_ENV}=postgresql://…")
+    skip = pytest.mark.skip(
+        reason=f"needs PostgreSQL: run again with {DATABASE_ENV}=postgresql://…"
+    )
     for item in items:
         if item.get_closest_marker("postgres"):
             item.add_marker(skip)
@@ -95,6 +98,7 @@ class Gateway:
         self.target = target
         self.operator_key = operator_key
         self.channel = grpc.aio.insecure_channel(target)
+        self.mtls_target = ""
 
     @staticmethod
     def auth(key: str) -> list[tuple[str, str]]:
@@ -139,8 +143,13 @@ async def start_gateway(ctx: AppContext, operator_key: str) -> AsyncIterator[Ser
 
     async def start(tls: TlsConfig | None = None) -> Gateway:
         server, port = await create_server("127.0.0.1:0", ctx, tls)
+        mtls_port = None
+        if tls is not None and tls.client_ca_pem is not None:
+            mtls = replace(tls, require_client_certificate=True)
+            mtls_port = add_port(server, "127.0.0.1:0", mtls)
         await server.start()
         gateway = Gateway(ctx, f"127.0.0.1:{port}", operator_key)
+        gateway.mtls_target = f"127.0.0.1:{mtls_port}" if mtls_port else ""
         servers.append((server, gateway))
         return gateway
 

@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from gateway.config import (
 )
 from gateway.domain.pii import PiiVault
 from gateway.entrypoints import demo, logs
-from gateway.entrypoints.grpc.server import SHUTDOWN_GRACE_S, TlsConfig, create_server
+from gateway.entrypoints.grpc.server import SHUTDOWN_GRACE_S, TlsConfig, add_port, create_server
 from gateway.entrypoints.web import create_web_app
 from gateway.service.context import AppContext
 from gateway.service.verify import verify
@@ -134,6 +135,13 @@ async def _serve(args: argparse.Namespace) -> int:
         args.web_port if args.web_port is not None else int(env("WEB_PORT", str(WEB_PORT_DEFAULT)))
     )
     server, port = await create_server(f"{host}:{grpc_port}", ctx, tls)
+    mtls_port = args.mtls_port if args.mtls_port is not None else int(env("MTLS_PORT", "0") or 0)
+    if mtls_port:
+        if tls is None or tls.client_ca_pem is None:
+            raise CliError("--mtls-port needs --tls-cert, --tls-key and --client-ca")
+        mtls_port = add_port(
+            server, f"{host}:{mtls_port}", replace(tls, require_client_certificate=True)
+        )
     if args.demo:
         network = await demo.seed(ctx, f"{host}:{port}")
         _print_demo(network, args.demo_json)
@@ -149,7 +157,10 @@ async def _serve(args: argparse.Namespace) -> int:
         host,
         web_port,
     )
-    print(f"coalition gateway listening: gRPC {host}:{port}, HTTP {host}:{web_port}", flush=True)
+    mtls = f", mTLS {host}:{mtls_port}" if mtls_port else ""
+    print(
+        f"coalition gateway listening: gRPC {host}:{port}{mtls}, HTTP {host}:{web_port}", flush=True
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -312,7 +323,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo-json", help="with --demo: write the seeded network here")
     serve.add_argument("--tls-cert")
     serve.add_argument("--tls-key")
-    serve.add_argument("--client-ca", help="accept partner client certificates from this CA")
+    serve.add_argument("--client-ca", help="the CA whose partner certificates --mtls-port accepts")
+    serve.add_argument("--mtls-port", type=int, help="a port that requires client certificates")
     serve.add_argument("--log-format", choices=("text", "json"), default=None)
     serve.set_defaults(run=_serve)
 

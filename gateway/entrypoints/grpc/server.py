@@ -89,7 +89,28 @@ class TlsConfig:
     certificate_pem: bytes
     private_key_pem: bytes
     client_ca_pem: bytes | None = None
-    """When set, partners may authenticate with certificates this CA issued."""
+    """The coalition CA: a port with require_client_certificate accepts its certificates."""
+    require_client_certificate: bool = False
+    """gRPC either requires a client certificate or never asks for one, so mTLS partners get a
+    port of their own (serve --mtls-port) beside the API-key port."""
+
+
+def add_port(server: grpc.aio.Server, address: str, tls: TlsConfig | None) -> int:
+    """Bind another listener; returns its port."""
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        if tls.require_client_certificate and tls.client_ca_pem is None:
+            raise ValueError("a port that requires client certificates needs the client CA")
+        credentials = grpc.ssl_server_credentials(
+            [(tls.private_key_pem, tls.certificate_pem)],
+            root_certificates=tls.client_ca_pem,
+            require_client_auth=tls.require_client_certificate,
+        )
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"could not bind the gRPC server to {address}")
+    return port
 
 
 async def create_server(
@@ -125,15 +146,4 @@ async def create_server(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
 
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(tls.private_key_pem, tls.certificate_pem)],
-            root_certificates=tls.client_ca_pem,
-            require_client_auth=False,  # API-key partners use server-only TLS on the same port
-        )
-        port = server.add_secure_port(address, credentials)
-    if port == 0:
-        raise OSError(f"could not bind the gRPC server to {address}")
-    return server, port
+    return server, add_port(server, address, tls)

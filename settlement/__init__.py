@@ -1,0 +1,1 @@
+"""Settlement: period close, statements, netting and reconciliation: coming next."""
