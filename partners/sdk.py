@@ -32,6 +32,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
 from coalition.v1 import (
     common_pb2,
     members_pb2,
@@ -41,9 +45,6 @@ from coalition.v1 import (
     points_pb2,
     points_pb2_grpc,
 )
-from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 if TYPE_CHECKING:
     from coalition.v1.members_pb2_grpc import MemberServiceAsyncStub

@@ -57,7 +57,8 @@ def main() -> int:
         fresh, committed = generated_files(fresh_dir), generated_files(PACKAGE_DIR)
         if args.check:
             stale = sorted(fresh ^ committed) + sorted(
-                n for n in fresh & committed
+                n
+                for n in fresh & committed
                 if not filecmp.cmp(fresh_dir / n, PACKAGE_DIR / n, shallow=False)
             )
             if stale:

@@ -18,9 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
-from coalition.v1 import partners_pb2, partners_pb2_grpc
 from sqlalchemy import text
 
+from coalition.v1 import partners_pb2, partners_pb2_grpc
 from gateway.adapters.db import Database, open_database
 from gateway.adapters.migrate import upgrade
 from gateway.adapters.models import Base

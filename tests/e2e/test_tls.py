@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from coalition.v1 import partners_pb2 as pb
-from coalition.v1 import partners_pb2_grpc
 from google.protobuf import duration_pb2
 
+from coalition.v1 import partners_pb2 as pb
+from coalition.v1 import partners_pb2_grpc
 from gateway.entrypoints.grpc.server import TlsConfig
 from partners import ca
 

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import cast
 
-from coalition.v1 import common_pb2, members_pb2, partners_pb2
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
+from coalition.v1 import common_pb2, members_pb2, partners_pb2
 from gateway.domain import credentials as dc
 from gateway.domain import members as dm
 from gateway.domain import partners as dp

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
-from coalition.v1 import members_pb2 as pb
-from coalition.v1 import members_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from coalition.v1 import members_pb2 as pb
+from coalition.v1 import members_pb2_grpc
 from gateway.domain import errors, paging
 from gateway.domain import members as dm
 from gateway.entrypoints.errors import rpc

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
-from coalition.v1 import partners_pb2 as pb
-from coalition.v1 import partners_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from coalition.v1 import partners_pb2 as pb
+from coalition.v1 import partners_pb2_grpc
 from gateway.domain import errors
 from gateway.domain.partners import parse_partner_name
 from gateway.entrypoints.auth import Authenticator

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from coalition.v1 import (
     donations_pb2,
     donations_pb2_grpc,
@@ -24,9 +27,6 @@ from coalition.v1 import (
     wallet_pb2,
     wallet_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from gateway.entrypoints.auth import Authenticator, AuthInterceptor
 from gateway.entrypoints.grpc.base import fill_unimplemented
 from gateway.entrypoints.grpc.members import MemberServicer
