@@ -191,14 +191,17 @@ async def partner_types(conn: AsyncConnection, ids: list[str]) -> dict[str, Part
 
 
 async def list_partners(
-    conn: AsyncConnection, limit: int, after: tuple[str, str] | None, kind: PartnerType | None
+    conn: AsyncConnection,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    kind: PartnerType | None,
 ) -> list[Partner]:
-    """Ordered by (create_time, id); after is the last (create_time iso, id) seen."""
+    """Ordered by (create_time, id); after is the last (create_time, id) seen."""
     query = select(PARTNERS).order_by(PARTNERS.c.create_time, PARTNERS.c.id).limit(limit)
     if kind is not None:
         query = query.where(PARTNERS.c.type == kind.value)
     if after is not None:
-        when = datetime.fromisoformat(after[0])
+        when = after[0]
         query = query.where(
             or_(
                 PARTNERS.c.create_time > when,

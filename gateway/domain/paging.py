@@ -24,13 +24,17 @@ def encode_token(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
 
 
+def invalid_token() -> InvalidArgument:
+    return InvalidArgument.on_field(
+        "page_token", "INVALID_PAGE_TOKEN", "not a page token from a previous response"
+    )
+
+
 def decode_token(token: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
     """The position a token points after, or None for the first page."""
     if not token:
         return None
-    bad = InvalidArgument.on_field(
-        "page_token", "INVALID_PAGE_TOKEN", "not a page token from a previous response"
-    )
+    bad = invalid_token()
     if len(token) > PAGE_TOKEN_CHARS_MAX:
         raise bad
     try:

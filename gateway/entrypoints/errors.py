@@ -83,6 +83,9 @@ def rpc(handler: H[R]) -> H[R]:
     @functools.wraps(handler)
     async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
+            from gateway.entrypoints.grpc.convert import check_string_sizes
+
+            check_string_sizes(request)  # before any parsing: oversized input fails first
             return await handler(self, request, context)
         except errors.CoalitionError as err:
             await context.abort_with_status(to_status(err))

@@ -87,22 +87,37 @@ async def update(
 
 
 async def lookup(
-    conn: AsyncConnection, ctx: AppContext, kind: str, value: str, region: str = ""
+    conn: AsyncConnection,
+    ctx: AppContext,
+    kind: str,
+    value: str,
+    region: str = "",
+    field_prefix: str = "",
 ) -> dm.Member:
-    """Find by "member" (resource name), "loyalty_number" or "phone_number"."""
+    """Find by "member" (resource name), "loyalty_number" or "phone_number".
+
+    field_prefix names where the identifier sits in the request ("member.") for errors.
+    """
     if kind == "member":
-        return await get(conn, ctx, value)
+        member = await repo.find_member(
+            conn, ctx.vault, id=dm.parse_member_name(value, field_prefix + kind)
+        )
+        if member is None:
+            raise member_not_found(value)
+        return member
     if kind == "loyalty_number":
-        number = dm.parse_loyalty_number(value, kind)
+        number = dm.parse_loyalty_number(value, field_prefix + kind)
         found = await repo.find_member(conn, ctx.vault, loyalty_number=number)
         hint = f"with loyalty number {number}"
     elif kind == "phone_number":
-        phone = dm.parse_phone_number(value, kind, region)
+        phone = dm.parse_phone_number(value, field_prefix + kind, region)
         found = await repo.find_member(conn, ctx.vault, phone_hash=ctx.vault.phone_hash(phone))
         hint = "with this phone number"
     else:
         raise InvalidArgument.on_field(
-            "member", "MISSING_MEMBER_REF", "set one of member, loyalty_number, phone_number"
+            field_prefix.rstrip(".") or "member",
+            "MISSING_MEMBER_REF",
+            "set one of member, loyalty_number, phone_number",
         )
     if found is None:
         raise member_not_found(hint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from datetime import UTC
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -116,7 +116,12 @@ async def list_page(
 ) -> tuple[list[dp.Partner], str]:
     limit = paging.page_size(size)
     position = paging.decode_token(token, ("t", "id"))
-    after = (str(position["t"]), str(position["id"])) if position else None
+    after = None
+    if position:
+        try:
+            after = (datetime.fromisoformat(str(position["t"])), str(position["id"]))
+        except ValueError:
+            raise paging.invalid_token() from None
     rows = await repo.list_partners(conn, limit + 1, after, kind)
     page, more = rows[:limit], len(rows) > limit
     last = page[-1] if page else None

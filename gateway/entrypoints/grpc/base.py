@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.domain import errors
 from gateway.domain.credentials import Caller
 from gateway.entrypoints.auth import current_caller
-from gateway.entrypoints.grpc.convert import check_string_sizes, request_hash
+from gateway.entrypoints.grpc.convert import request_hash
 from gateway.service.context import AppContext
 from gateway.service.idempotency import IdempotencyKey, run_once
 
@@ -39,7 +39,6 @@ class Servicer:
 
         redact strips what must not be kept (an API key's secret) from the stored answer.
         """
-        check_string_sizes(request)
         first: list[M] = []
 
         async def run(conn: AsyncConnection) -> bytes:
@@ -55,8 +54,7 @@ class Servicer:
         return first[0] if first else response_type.FromString(raw)
 
     def read(self, request: Message) -> Any:
-        """A read-only connection, after the request's size checks."""
-        check_string_sizes(request)
+        """A connection for a read-only request."""
         return self.ctx.database.connect()
 
 

@@ -27,7 +27,9 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             raise errors.InvalidArgument.on_field(
                 field, "MISSING_MEMBER_REF", "name the member by one of its identifiers"
             )
-        return await members_service.lookup(conn, self.ctx, kind, getattr(ref, kind))
+        return await members_service.lookup(
+            conn, self.ctx, kind, getattr(ref, kind), field_prefix=f"{field}."
+        )
 
     @rpc
     async def EnrollMember(

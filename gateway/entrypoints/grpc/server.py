@@ -110,7 +110,7 @@ def add_port(server: grpc.aio.Server, address: str, tls: TlsConfig | None) -> in
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {address}")
-    return port
+    return int(port)
 
 
 async def create_server(

@@ -1,0 +1,134 @@
+"""The partner SDK against a real server on port 0."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from partners.sdk import (
+    CoalitionClient,
+    CoalitionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RetryPolicy,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+)
+
+
+def wrong_check_digit(loyalty_number: str) -> str:
+    return loyalty_number[:-1] + str((int(loyalty_number[-1]) + 1) % 10)
+
+
+async def test_enrolled_member_is_found_by_loyalty_number_and_phone(gateway) -> None:
+    _, key = await gateway.create_partner("grand-hotel")
+    async with CoalitionClient(gateway.target, key) as client:
+        enrolled = await client.enroll_member(
+            "Ada Lovelace", phone_number="+14155550123", email="ada@example.com"
+        )
+        assert len(enrolled.loyalty_number) == 12
+        assert enrolled.name.startswith("members/")
+        by_number = await client.lookup_member(loyalty_number=enrolled.loyalty_number)
+        by_phone = await client.lookup_member(phone_number="+14155550123")
+        by_national = await client.lookup_member(phone_number="(415) 555-0123", default_region="US")
+        by_name = await client.get_member(enrolled.name)
+        assert by_number == by_phone == by_national == by_name == enrolled
+
+        for ref in (enrolled.loyalty_number, enrolled.name, "+14155550123"):
+            balance = await client.get_balance(ref)
+            assert balance.available_points == 0
+            assert balance.tier
+
+
+async def test_replayed_request_id_returns_the_first_enrollment(gateway) -> None:
+    _, key = await gateway.create_partner("grand-hotel")
+    async with CoalitionClient(gateway.target, key) as client:
+        first = await client.enroll_member("Ada", request_id="enroll-ada")
+        again = await client.enroll_member("Ada", request_id="enroll-ada")
+    assert again == first
+
+
+async def test_wrong_check_digit_is_invalid_argument_on_loyalty_number(gateway) -> None:
+    _, key = await gateway.create_partner("grand-hotel")
+    async with CoalitionClient(gateway.target, key) as client:
+        enrolled = await client.enroll_member("Ada Lovelace")
+        with pytest.raises(InvalidArgumentError) as caught:
+            await client.lookup_member(loyalty_number=wrong_check_digit(enrolled.loyalty_number))
+    err = caught.value
+    assert err.reason == "INVALID_LOYALTY_NUMBER"
+    assert "loyalty_number" in [field for field, _ in err.field_violations]
+    assert all(description for _, description in err.field_violations)
+    assert err.attempts == 1
+
+
+async def test_unknown_member_is_not_found(gateway) -> None:
+    _, key = await gateway.create_partner("grand-hotel")
+    async with CoalitionClient(gateway.target, key) as client:
+        with pytest.raises(NotFoundError) as caught:
+            await client.get_member("members/doesnotexist0")
+    assert caught.value.reason == "MEMBER_NOT_FOUND"
+
+
+async def test_bad_key_is_unauthenticated(gateway) -> None:
+    async with CoalitionClient(gateway.target, "not-a-real-key") as client:
+        with pytest.raises(UnauthenticatedError) as caught:
+            await client.lookup_member(phone_number="+14155550123")
+    assert caught.value.reason
+    assert caught.value.attempts == 1
+
+
+async def test_points_are_not_yet_available(gateway) -> None:
+    _, key = await gateway.create_partner("grand-hotel")
+    async with CoalitionClient(gateway.target, key) as client:
+        member = await client.enroll_member("Ada Lovelace")
+        with pytest.raises(UnimplementedError) as earn:
+            await client.earn_points(
+                member.loyalty_number, amount_minor=12_34, currency_code="USD", category="room"
+            )
+        with pytest.raises(UnimplementedError) as redeem:
+            await client.redeem_points(member.name, 100)
+    assert earn.value.reason == redeem.value.reason == "NOT_YET_AVAILABLE"
+    assert earn.value.metadata.get("method") == "EarnPoints"
+    assert redeem.value.metadata.get("method") == "RedeemPoints"
+
+
+async def test_operator_creates_a_partner_and_its_key_through_the_sdk(gateway) -> None:
+    async with CoalitionClient(gateway.target, gateway.operator_key) as operator:
+        partner = await operator.create_partner(
+            "city-rides", display_name="City Rides", type="RIDE_SHARE", base_earn_rate="2"
+        )
+        assert partner.name == "partners/city-rides"
+        api_key, secret = await operator.create_api_key("city-rides", display_name="prod")
+        assert api_key.name.startswith("partners/city-rides/apiKeys/") and secret
+    async with CoalitionClient(gateway.target, secret) as partner_client:
+        member = await partner_client.enroll_member("Grace Hopper")
+        assert member.loyalty_number
+        with pytest.raises(PermissionDeniedError) as caught:
+            await partner_client.create_api_key(partner.name)
+    assert caught.value.reason == "OPERATOR_ONLY"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_unreachable_gateway_is_unavailable_after_exactly_the_attempts() -> None:
+    retries: list[tuple[int, CoalitionError]] = []
+    policy = RetryPolicy(
+        attempts_max=3,
+        backoff_s_initial=0.01,
+        backoff_s_max=0.01,
+        on_retry=lambda attempt, err, _delay: retries.append((attempt, err)),
+    )
+    async with CoalitionClient(f"127.0.0.1:{free_port()}", "k", retry=policy) as client:
+        with pytest.raises(UnavailableError) as caught:
+            await client.lookup_member(phone_number="+14155550123")
+    assert caught.value.attempts == 3
+    assert [attempt for attempt, _ in retries] == [1, 2]
+    assert all(isinstance(err, UnavailableError) for _, err in retries)
