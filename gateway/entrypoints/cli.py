@@ -25,6 +25,7 @@ from gateway.config import (
     env,
     secret_key,
 )
+from gateway.domain.errors import CoalitionError
 from gateway.domain.pii import PiiVault
 from gateway.entrypoints import demo, logs
 from gateway.entrypoints.grpc.server import SHUTDOWN_GRACE_S, TlsConfig, add_port, create_server
@@ -135,7 +136,7 @@ async def _serve(args: argparse.Namespace) -> int:
         args.web_port if args.web_port is not None else int(env("WEB_PORT", str(WEB_PORT_DEFAULT)))
     )
     server, port = await create_server(f"{host}:{grpc_port}", ctx, tls)
-    mtls_port = args.mtls_port if args.mtls_port is not None else int(env("MTLS_PORT", "0") or 0)
+    mtls_port = args.mtls_port if args.mtls_port is not None else int(env("MTLS_PORT") or 0)
     if mtls_port:
         if tls is None or tls.client_ca_pem is None:
             raise CliError("--mtls-port needs --tls-cert, --tls-key and --client-ca")
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.run(args)
         return int(asyncio.run(result) if asyncio.iscoroutine(result) else result)
-    except CliError as exc:
+    except (CliError, CoalitionError) as exc:
         print(f"coalition: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,9 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
 from coalition.v1 import members_pb2 as mpb
-from coalition.v1 import members_pb2_grpc
+from coalition.v1 import members_pb2_grpc, partners_pb2_grpc
 from coalition.v1 import partners_pb2 as ppb
-from coalition.v1 import partners_pb2_grpc
 
 try:  # tests/ as a package (tests/__init__.py) or as rootdir-relative test modules
     from tests.e2e.errors import expect_error
@@ -201,8 +200,8 @@ async def test_api_key_secret_is_stored_only_as_a_hash(gateway: Any) -> None:
     async with gateway.ctx.database.connect() as conn:
         keys = (await conn.execute(text("SELECT * FROM api_keys"))).mappings().all()
         replies = (
-            await conn.execute(text("SELECT response FROM idempotency_keys"))
-        ).scalars().all()
+            (await conn.execute(text("SELECT response FROM idempotency_keys"))).scalars().all()
+        )
     assert len(keys) == 3  # the operator's, the one create_partner made, and ours
     for row in keys:
         for column, value in row.items():

@@ -79,7 +79,9 @@ async def test_request_id_is_scoped_per_partner(gateway: Any, hotel: Any) -> Non
 
 async def test_validation_failure_is_not_stored(gateway: Any, hotel: Any) -> None:
     await expect_error(
-        members(gateway).EnrollMember(enroll_request("enroll-1", display_name="  "), metadata=hotel),
+        members(gateway).EnrollMember(
+            enroll_request("enroll-1", display_name="  "), metadata=hotel
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "EMPTY_NAME",
         "member.display_name",
@@ -185,7 +187,9 @@ async def test_update_changes_only_masked_fields(gateway: Any, hotel: Any) -> No
 async def test_update_of_the_phone_moves_the_lookup(gateway: Any, hotel: Any) -> None:
     stub = members(gateway)
     enrolled = (
-        await stub.EnrollMember(enroll_request("enroll-1", phone_number="+14155550123"), metadata=hotel)
+        await stub.EnrollMember(
+            enroll_request("enroll-1", phone_number="+14155550123"), metadata=hotel
+        )
     ).member
     updated = (
         await stub.UpdateMember(

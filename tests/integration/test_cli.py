@@ -194,3 +194,35 @@ async def _execute(url: str, statement: str) -> None:
             await conn.execute(text(statement))
     finally:
         await database.dispose()
+
+
+async def test_ca_init_then_issue_cert_for_a_partner(cli_db: str, tmp_path: Path) -> None:
+    from partners.ca import partner_id_from_certificate
+
+    code, out, err = await coalition("ca", "init", "--dir", "ca", url=cli_db, cwd=tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "ca" / "ca-key.pem").stat().st_mode & 0o777 == 0o600
+    again = await coalition("ca", "init", "--dir", "ca", url=cli_db, cwd=tmp_path)
+    assert again[0] == 2 and "refusing to replace a CA" in again[2]
+
+    assert (await coalition("demo", url=cli_db, cwd=tmp_path))[0] == 0
+    code, out, err = await coalition(
+        "partners",
+        "issue-cert",
+        "swiftride",
+        "--ca-dir",
+        "ca",
+        "--out",
+        "certs",
+        url=cli_db,
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    certificate = (tmp_path / "certs" / "swiftride.pem").read_bytes()
+    assert partner_id_from_certificate(certificate) == "swiftride"
+    assert (tmp_path / "certs" / "swiftride-key.pem").stat().st_mode & 0o777 == 0o600
+
+    unknown = await coalition(
+        "partners", "issue-cert", "nobody-here", "--ca-dir", "ca", url=cli_db, cwd=tmp_path
+    )
+    assert unknown[0] != 0 and "Traceback" not in unknown[2]
