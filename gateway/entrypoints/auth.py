@@ -146,6 +146,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, method, self.authenticator)
 
 
+class _Malformed:
+    """Stands in for a request whose bytes are not a valid message of the method's type."""
+
+
+MALFORMED = errors.InvalidArgument(
+    "MALFORMED_REQUEST", "the request bytes are not a valid protobuf message for this method"
+)
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # grpc answers a deserializer exception with UNKNOWN and the exception's class name;
+    # deferring the failure to the handler lets us answer INVALID_ARGUMENT with an ErrorInfo.
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _Malformed()
+
+    return parse
+
+
 def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> Any:
     async def admit(context: grpc.aio.ServicerContext) -> None:
         try:
@@ -160,17 +184,25 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> A
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await admit(context)
+            if isinstance(request, _Malformed):
+                await context.abort_with_status(to_status(MALFORMED))
             return await inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
-            unary, handler.request_deserializer, handler.response_serializer
+            unary, _tolerant(handler.request_deserializer), handler.response_serializer
         )
     if handler.stream_stream:
         inner_stream = handler.stream_stream
 
+        async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async for request in requests:
+                if isinstance(request, _Malformed):
+                    await context.abort_with_status(to_status(MALFORMED))
+                yield request
+
         async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             await admit(context)
-            result = inner_stream(requests, context)
+            result = inner_stream(checked(requests, context), context)
             if hasattr(result, "__aiter__"):
                 async for item in result:
                     yield item
@@ -178,6 +210,6 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> A
                 await result
 
         return grpc.stream_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
+            stream, _tolerant(handler.request_deserializer), handler.response_serializer
         )
     raise AssertionError(f"no wrapper for the handler kind of {method}")

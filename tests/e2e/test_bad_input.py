@@ -11,17 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
+from errors import expect_error  # tests/e2e/errors.py
 from google.protobuf import field_mask_pb2
 
 from coalition.v1 import common_pb2, members_pb2_grpc, partners_pb2_grpc
 from coalition.v1 import members_pb2 as mpb
 from coalition.v1 import partners_pb2 as ppb
 from gateway.domain.members import luhn_check_digit
-
-try:  # tests/ as a package (tests/__init__.py) or as rootdir-relative test modules
-    from tests.e2e.errors import expect_error
-except ImportError:
-    from errors import expect_error  # type: ignore[no-redef]
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -734,3 +730,17 @@ async def test_rejected_input_changes_nothing(world: World) -> None:
     assert after.member == world.member
     listed = await world.partners.ListPartners(ppb.ListPartnersRequest(), metadata=world.operator)
     assert sorted(p.name for p in listed.partners) == ["partners/grand-hotel", "partners/sky-air"]
+
+
+async def test_corrupt_protobuf_bytes_get_invalid_argument_not_unknown(gateway) -> None:
+    _, key = await gateway.create_partner("raw-bytes")
+    send_raw = gateway.channel.unary_unary(
+        "/coalition.v1.MemberService/EnrollMember",
+        request_serializer=lambda raw: raw,
+        response_deserializer=lambda raw: raw,
+    )
+    await expect_error(
+        send_raw(b"\xff\xff\xff\xff\x0f", metadata=gateway.auth(key)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_REQUEST",
+    )

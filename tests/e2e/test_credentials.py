@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+from errors import expect_error  # tests/e2e/errors.py
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
@@ -14,11 +15,6 @@ from sqlalchemy import text
 from coalition.v1 import members_pb2 as mpb
 from coalition.v1 import members_pb2_grpc, partners_pb2_grpc
 from coalition.v1 import partners_pb2 as ppb
-
-try:  # tests/ as a package (tests/__init__.py) or as rootdir-relative test modules
-    from tests.e2e.errors import expect_error
-except ImportError:
-    from errors import expect_error  # type: ignore[no-redef]
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 

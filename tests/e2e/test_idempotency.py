@@ -7,17 +7,13 @@ from typing import Any
 
 import grpc
 import pytest
+from errors import decode_status, details_of, expect_error  # tests/e2e/errors.py
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from sqlalchemy import text
 
 from coalition.v1 import members_pb2 as pb
 from coalition.v1 import members_pb2_grpc
-
-try:  # tests/ as a package (tests/__init__.py) or as rootdir-relative test modules
-    from tests.e2e.errors import decode_status, details_of, expect_error
-except ImportError:
-    from errors import decode_status, details_of, expect_error  # type: ignore[no-redef]
 
 CONCURRENT_DUPLICATES = 20
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from errors import expect_error  # tests/e2e/errors.py
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
@@ -23,11 +24,6 @@ from coalition.v1 import (
     settlement_pb2,
     wallet_pb2,
 )
-
-try:  # tests/ as a package (tests/__init__.py) or as rootdir-relative test modules
-    from tests.e2e.errors import expect_error
-except ImportError:
-    from errors import expect_error  # type: ignore[no-redef]
 
 LATER_FILES = [points_pb2, rewards_pb2, donations_pb2, wallet_pb2, settlement_pb2]
 LATER_METHODS = {

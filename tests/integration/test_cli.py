@@ -199,14 +199,14 @@ async def _execute(url: str, statement: str) -> None:
 async def test_ca_init_then_issue_cert_for_a_partner(cli_db: str, tmp_path: Path) -> None:
     from partners.ca import partner_id_from_certificate
 
-    code, out, err = await coalition("ca", "init", "--dir", "ca", url=cli_db, cwd=tmp_path)
+    code, _, err = await coalition("ca", "init", "--dir", "ca", url=cli_db, cwd=tmp_path)
     assert code == 0, err
     assert (tmp_path / "ca" / "ca-key.pem").stat().st_mode & 0o777 == 0o600
     again = await coalition("ca", "init", "--dir", "ca", url=cli_db, cwd=tmp_path)
     assert again[0] == 2 and "refusing to replace a CA" in again[2]
 
     assert (await coalition("demo", url=cli_db, cwd=tmp_path))[0] == 0
-    code, out, err = await coalition(
+    code, _, err = await coalition(
         "partners",
         "issue-cert",
         "swiftride",
