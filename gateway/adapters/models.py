@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -143,3 +145,70 @@ class IdempotencyKeyRow(Base):
     create_time: Mapped[datetime]
 
     __table_args__ = (Index("ix_idempotency_keys_create_time", "create_time"),)
+
+
+# -- the points ledger -----------------------------------------------------------------------
+
+# SQLite auto-increments only an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class MemberBalanceRow(Base):
+    """A member's balances, materialized and guarded; updated with the postings."""
+
+    __tablename__ = "member_balances"
+
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    available: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Points, spendable now; negative only after a clawback."""
+    pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Points earned, not yet vested."""
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Points reserved by open authorizations."""
+
+
+class LedgerTransactionRow(Base):
+    __tablename__ = "ledger_transactions"
+
+    seq: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    """Commit order within the database; newest first in history listings."""
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    channel_partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"))
+    type: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(12))
+    points: Mapped[int] = mapped_column(BigInteger)
+    """Signed from the member's point of view (+ earn, - redemption)."""
+    open_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Authorizations: points still held. Pending earns: points still pending."""
+    reversed_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Earns, redemptions, captures: points reversed so far (never more than |points|)."""
+    related_id: Mapped[str | None] = mapped_column(String(32))
+    partner_reference: Mapped[str] = mapped_column(String(128), default="")
+    breakdown: Mapped[str] = mapped_column(Text, default="[]")
+    """JSON list of {kind, description, points, source}."""
+    due_time: Mapped[datetime | None]
+    """Pending earns: when they vest. Authorizations: when the hold expires."""
+    occur_time: Mapped[datetime | None]
+    available_after: Mapped[int] = mapped_column(BigInteger)
+    pending_after: Mapped[int] = mapped_column(BigInteger)
+    held_after: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_ledger_transactions_member_seq", "member_id", "seq"),
+        Index("ix_ledger_transactions_partner_seq", "partner_id", "seq"),
+        Index("ix_ledger_transactions_open_due", "state", "due_time"),
+    )
+
+
+class PostingRow(Base):
+    __tablename__ = "ledger_postings"
+
+    id: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    transaction_seq: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.seq"), index=True)
+    account: Mapped[str] = mapped_column(String(100), index=True)
+    asset: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    """Signed; a transaction's postings sum to zero per asset."""

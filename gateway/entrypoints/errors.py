@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -85,7 +86,8 @@ def rpc(handler: H[R]) -> H[R]:
         try:
             from gateway.entrypoints.grpc.convert import check_string_sizes
 
-            check_string_sizes(request)  # before any parsing: oversized input fails first
+            if isinstance(request, Message):  # streams are checked item by item
+                check_string_sizes(request)  # before any parsing: oversized input fails first
             return await handler(self, request, context)
         except errors.CoalitionError as err:
             await context.abort_with_status(to_status(err))

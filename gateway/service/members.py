@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.adapters import repository as repo
 from gateway.domain import members as dm
 from gateway.domain.errors import AlreadyExists, InvalidArgument, NotFound
+from gateway.service import ledger
 from gateway.service.context import AppContext
 
 LOYALTY_NUMBER_ATTEMPTS_MAX = 8
@@ -50,6 +51,7 @@ async def enroll(
     now = ctx.clock.now()
     member = dm.Member(dm.new_member_id(), number, contact, TIER_DEFAULT, now, now)
     await repo.insert_member(conn, member, ctx.vault)
+    await ledger.create_balance(conn, member.id)
     return member
 
 

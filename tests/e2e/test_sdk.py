@@ -9,13 +9,13 @@ import pytest
 from partners.sdk import (
     CoalitionClient,
     CoalitionError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
     RetryPolicy,
     UnauthenticatedError,
     UnavailableError,
-    UnimplementedError,
 )
 
 
@@ -80,19 +80,19 @@ async def test_bad_key_is_unauthenticated(gateway) -> None:
     assert caught.value.attempts == 1
 
 
-async def test_points_are_not_yet_available(gateway) -> None:
-    _, key = await gateway.create_partner("grand-hotel")
+async def test_earn_then_overdraw_through_the_sdk(gateway) -> None:
+    _, key = await gateway.create_partner("grand-hotel")  # 10 points per USD
     async with CoalitionClient(gateway.target, key) as client:
         member = await client.enroll_member("Ada Lovelace")
-        with pytest.raises(UnimplementedError) as earn:
-            await client.earn_points(
-                member.loyalty_number, amount_minor=12_34, currency_code="USD", category="room"
-            )
-        with pytest.raises(UnimplementedError) as redeem:
-            await client.redeem_points(member.name, 100)
-    assert earn.value.reason == redeem.value.reason == "NOT_YET_AVAILABLE"
-    assert earn.value.metadata.get("method") == "EarnPoints"
-    assert redeem.value.metadata.get("method") == "RedeemPoints"
+        earned = await client.earn_points(
+            member.loyalty_number, amount_minor=12_34, currency_code="USD", category="room"
+        )
+        assert earned.points == 123 and earned.balance.available_points == 123
+        with pytest.raises(FailedPreconditionError) as overdraw:
+            await client.redeem_points(member.name, 124)
+        spent = await client.redeem_points(member.name, 123)
+    assert overdraw.value.reason == "INSUFFICIENT_POINTS"
+    assert spent.balance.available_points == 0
 
 
 async def test_operator_creates_a_partner_and_its_key_through_the_sdk(gateway) -> None:

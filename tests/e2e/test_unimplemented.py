@@ -25,10 +25,11 @@ from coalition.v1 import (
     wallet_pb2,
 )
 
-LATER_FILES = [points_pb2, rewards_pb2, donations_pb2, wallet_pb2, settlement_pb2]
+LATER_FILES = [rewards_pb2, donations_pb2, wallet_pb2, settlement_pb2]
 LATER_METHODS = {
     "coalition.v1.MemberService": ["LinkAccount", "UnlinkAccount", "ListLinkedAccounts"],
     "coalition.v1.PartnerService": ["CreateCampaign", "ListCampaigns", "EndCampaign"],
+    "coalition.v1.PointsService": ["StreamEarnPoints", "ConvertPoints"],
 }
 SERVED_METHODS = {
     "coalition.v1.MemberService": [
@@ -49,9 +50,18 @@ SERVED_METHODS = {
         "ListApiKeys",
         "IssueClientCertificate",
     ],
+    "coalition.v1.PointsService": [
+        "QuoteEarn",
+        "EarnPoints",
+        "RedeemPoints",
+        "AuthorizeRedemption",
+        "CaptureRedemption",
+        "VoidRedemption",
+        "ReverseTransaction",
+    ],
 }
 OPERATOR_ONLY = {"coalition.v1.PartnerService"}  # for partners it is PERMISSION_DENIED first
-ALL_FILES = [members_pb2, partners_pb2, *LATER_FILES]
+ALL_FILES = [members_pb2, partners_pb2, points_pb2, *LATER_FILES]
 
 
 def _services(module: Any) -> list[Any]:

@@ -10,9 +10,13 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.domain import errors
+from gateway.domain import members as dm
+from gateway.domain import partners as dp
 from gateway.domain.credentials import Caller
 from gateway.entrypoints.auth import current_caller
 from gateway.entrypoints.grpc.convert import request_hash
+from gateway.service import members as members_service
+from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
 from gateway.service.idempotency import IdempotencyKey, run_once
 
@@ -52,6 +56,36 @@ class Servicer:
         )
         raw = await run_once(self.ctx.database, self.ctx.clock, key, run)
         return first[0] if first else response_type.FromString(raw)
+
+    async def resolve(self, conn: AsyncConnection, ref: Any, field: str = "member") -> dm.Member:
+        """The member a MemberRef names (the field is named in errors)."""
+        kind = ref.WhichOneof("kind") if ref is not None else None
+        if kind in ("partner_account", "program_number"):
+            raise not_yet("coalition.v1.MemberService", f"{field}.{kind}", "account linking")
+        if kind is None:
+            raise errors.InvalidArgument.on_field(
+                field, "MISSING_MEMBER_REF", "name the member by one of its identifiers"
+            )
+        return await members_service.lookup(
+            conn, self.ctx, kind, getattr(ref, kind), field_prefix=f"{field}."
+        )
+
+    async def resolve_id(self, conn: AsyncConnection, member_id: str) -> dm.Member:
+        return await members_service.get(conn, self.ctx, f"members/{member_id}")
+
+    async def acting_partner(self, conn: AsyncConnection) -> dp.Partner:
+        """The partner a points movement is for: the caller, which must be a partner."""
+        caller = self.caller()
+        if caller.partner_id is None:
+            raise errors.PermissionDenied(
+                "PARTNER_ONLY", "points move at a partner: call with a partner's credentials"
+            )
+        partner = await partner_service.get(conn, caller.partner_id)
+        if partner.type is dp.PartnerType.CHARITY:
+            raise errors.PermissionDenied(
+                "PARTNER_NOT_AUTHORIZED", "charities receive donations; they do not issue points"
+            )
+        return partner
 
     def read(self, request: Message) -> Any:
         """A connection for a read-only request."""

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from coalition.v1 import common_pb2, members_pb2, partners_pb2
 from gateway.domain import credentials as dc
+from gateway.domain import ledger as dl
 from gateway.domain import members as dm
 from gateway.domain import partners as dp
 from gateway.domain.errors import InvalidArgument
@@ -86,10 +87,6 @@ def contact_from_proto(member: members_pb2.Member) -> dm.ContactDetails:
     )
 
 
-def empty_balance(tier: str) -> common_pb2.Balance:
-    return common_pb2.Balance(tier=tier)
-
-
 # -- partners --------------------------------------------------------------------------------
 
 _TYPE_TO_PROTO = {
@@ -152,4 +149,62 @@ def api_key_to_proto(key: dc.ApiKey) -> partners_pb2.ApiKey:
         display_name=key.display_name,
         create_time=timestamp(key.create_time),
         revoke_time=timestamp(key.revoke_time),
+    )
+
+
+# -- ledger ----------------------------------------------------------------------------------
+
+_TXN_TYPE = {t: common_pb2.TransactionType.Value(f"TRANSACTION_TYPE_{t.value}") for t in dl.TxnType}
+_TXN_TYPE_FROM: dict[int, dl.TxnType] = {v: k for k, v in _TXN_TYPE.items()}
+_TXN_STATE = {
+    s: common_pb2.TransactionState.Value(f"TRANSACTION_STATE_{s.value}") for s in dl.TxnState
+}
+
+
+def txn_type_filter(value: int) -> dl.TxnType | None:
+    if value == 0:
+        return None
+    kind = _TXN_TYPE_FROM.get(value)
+    if kind is None:
+        raise InvalidArgument.on_field(
+            "type", "INVALID_TRANSACTION_TYPE", "a TransactionType the ledger records"
+        )
+    return kind
+
+
+def component_to_proto(component: dict[str, object]) -> common_pb2.EarnComponent:
+    return common_pb2.EarnComponent(
+        kind=str(component["kind"]),
+        description=str(component["description"]),
+        points=int(str(component["points"])),
+        source=str(component.get("source", "")),
+    )
+
+
+def balance_to_proto(balance: dl.Balance, tier: str) -> common_pb2.Balance:
+    return common_pb2.Balance(
+        available_points=balance.available,
+        pending_points=balance.pending,
+        held_points=balance.held,
+        tier=tier,
+    )
+
+
+def transaction_to_proto(txn: dl.Transaction, tier: str) -> common_pb2.PointsTransaction:
+    related = f"members/{txn.member_id}/transactions/{txn.related_id}" if txn.related_id else ""
+    return common_pb2.PointsTransaction(
+        name=txn.name,
+        type=_TXN_TYPE[txn.type],
+        state=_TXN_STATE[txn.state],
+        points=txn.points,
+        breakdown=[component_to_proto(c) for c in txn.breakdown],
+        balance=balance_to_proto(txn.balance_after, tier),
+        partner=f"partners/{txn.partner_id}",
+        partner_reference=txn.partner_reference,
+        create_time=timestamp(txn.create_time),
+        vest_time=timestamp(txn.due_time) if txn.type is dl.TxnType.EARN else None,
+        related_transaction=related,
+        held_points=txn.open_points if txn.type is dl.TxnType.AUTHORIZATION else 0,
+        channel_partner=f"partners/{txn.channel_partner_id}" if txn.channel_partner_id else "",
+        occur_time=timestamp(txn.occur_time),
     )

@@ -7,11 +7,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coalition.v1 import members_pb2 as pb
 from coalition.v1 import members_pb2_grpc
-from gateway.domain import errors, paging
-from gateway.domain import members as dm
+from gateway.domain import ledger as dl
+from gateway.domain.partners import parse_partner_name
 from gateway.entrypoints.errors import rpc
 from gateway.entrypoints.grpc.base import Servicer, not_yet
-from gateway.entrypoints.grpc.convert import contact_from_proto, empty_balance, member_to_proto
+from gateway.entrypoints.grpc.convert import (
+    balance_to_proto,
+    contact_from_proto,
+    member_to_proto,
+    transaction_to_proto,
+    txn_type_filter,
+)
+from gateway.service import ledger
 from gateway.service import members as members_service
 
 SERVICE = "coalition.v1.MemberService"
@@ -19,18 +26,6 @@ LINKING = "account linking"
 
 
 class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
-    async def resolve(self, conn: AsyncConnection, ref: object, field: str = "member") -> dm.Member:
-        kind = ref.WhichOneof("kind") if ref is not None else None  # type: ignore[attr-defined]
-        if kind in ("partner_account", "program_number"):
-            raise not_yet(SERVICE, f"{field}.{kind}", LINKING)
-        if kind is None:
-            raise errors.InvalidArgument.on_field(
-                field, "MISSING_MEMBER_REF", "name the member by one of its identifiers"
-            )
-        return await members_service.lookup(
-            conn, self.ctx, kind, getattr(ref, kind), field_prefix=f"{field}."
-        )
-
     @rpc
     async def EnrollMember(
         self, request: pb.EnrollMemberRequest, context: grpc.aio.ServicerContext
@@ -49,8 +44,9 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
     ) -> pb.GetMemberResponse:
         async with self.read(request) as conn:
             member = await members_service.get(conn, self.ctx, request.name)
+        balance = await self.current_balance(member.id)
         return pb.GetMemberResponse(
-            member=member_to_proto(member), balance=empty_balance(member.tier)
+            member=member_to_proto(member), balance=balance_to_proto(balance, member.tier)
         )
 
     @rpc
@@ -95,19 +91,39 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-        # The points ledger has not landed yet: every member holds zero points.
-        return pb.GetBalanceResponse(balance=empty_balance(member.tier))
+        balance = await self.current_balance(member.id)
+        return pb.GetBalanceResponse(balance=balance_to_proto(balance, member.tier))
+
+    async def current_balance(self, member_id: str) -> dl.Balance:
+        """The balance after vesting due earns and releasing expired holds (lazily, on read)."""
+        async with self.ctx.database.connect() as conn:
+            if not await ledger.anything_due(conn, self.ctx, member_id):
+                return await ledger.balance_of(conn, member_id)
+        async with self.ctx.database.begin() as conn:
+            await ledger.settle_due(conn, self.ctx, member_id)
+            return await ledger.balance_of(conn, member_id)
 
     @rpc
     async def ListTransactions(
         self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTransactionsResponse:
-        paging.page_size(request.page_size)
-        paging.decode_token(request.page_token, ("seq",))
+        kind = txn_type_filter(request.type)
+        caller = self.caller()
+        if caller.is_operator:
+            partner_id = parse_partner_name(request.partner, "partner") if request.partner else None
+        else:
+            partner_id = caller.partner_id  # a partner sees only its own transactions
         async with self.read(request) as conn:
-            await self.resolve(conn, request.member if request.HasField("member") else None)
-        # No ledger yet, so no member has a transaction.
-        return pb.ListTransactionsResponse()
+            member = await self.resolve(
+                conn, request.member if request.HasField("member") else None
+            )
+            page, token = await ledger.history(
+                conn, member.id, request.page_size, request.page_token, partner_id, kind
+            )
+        return pb.ListTransactionsResponse(
+            transactions=[transaction_to_proto(t, member.tier) for t in page],
+            next_page_token=token,
+        )
 
     # Account linking lands with the cross-brand release; until then these say so precisely.
 

@@ -31,6 +31,7 @@ from gateway.entrypoints.auth import Authenticator, AuthInterceptor
 from gateway.entrypoints.grpc.base import fill_unimplemented
 from gateway.entrypoints.grpc.members import MemberServicer
 from gateway.entrypoints.grpc.partners import PartnerServicer
+from gateway.entrypoints.grpc.points import PointsServicer
 from gateway.service.context import AppContext
 
 GRPC_MESSAGE_BYTES_MAX = 4 * 1024 * 1024
@@ -42,12 +43,6 @@ log = logging.getLogger("coalition.grpc")
 
 # Services whose capability lands with a later release; each answers UNIMPLEMENTED + ErrorInfo.
 _LATER: list[tuple[str, type, Callable[[Any, grpc.aio.Server], None], str]] = [
-    (
-        "coalition.v1.PointsService",
-        points_pb2_grpc.PointsServiceServicer,
-        points_pb2_grpc.add_PointsServiceServicer_to_server,
-        "the points ledger",
-    ),
     (
         "coalition.v1.RewardService",
         rewards_pb2_grpc.RewardServiceServicer,
@@ -127,6 +122,7 @@ async def create_server(
         ],
     )
     members_pb2_grpc.add_MemberServiceServicer_to_server(MemberServicer(ctx), server)
+    points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(ctx), server)
     partners_pb2_grpc.add_PartnerServiceServicer_to_server(
         PartnerServicer(ctx, authenticator), server
     )

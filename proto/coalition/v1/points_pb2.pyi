@@ -32,10 +32,13 @@ class QuoteEarnRequest(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     ON_BEHALF_OF_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     """A partner-defined action code ("RIDE_COMPLETED", "REVIEW_WRITTEN")."""
     on_behalf_of: _builtins.str
     """"partners/{airline}" when a travel agency quotes on behalf of an airline."""
+    points: _builtins.int
+    """For an action basis: the points the action earns."""
     @_builtins.property
     def member(self) -> _common_pb2.MemberRef:
         """The member; their tier and active campaigns affect the result."""
@@ -58,10 +61,11 @@ class QuoteEarnRequest(_message.Message):
         action: _builtins.str = ...,
         on_behalf_of: _builtins.str = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "basis", b"basis", "member", b"member", "occur_time", b"occur_time", "purchase", b"purchase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "basis", b"basis", "member", b"member", "occur_time", b"occur_time", "on_behalf_of", b"on_behalf_of", "purchase", b"purchase"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "basis", b"basis", "member", b"member", "occur_time", b"occur_time", "on_behalf_of", b"on_behalf_of", "points", b"points", "purchase", b"purchase"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_basis: _TypeAlias = _typing.Literal["purchase", "action"]  # noqa: Y015
     _WhichOneofArgType_basis: _TypeAlias = _typing.Literal["basis", b"basis"]  # noqa: Y015
@@ -117,6 +121,7 @@ class EarnPointsRequest(_message.Message):
     VEST_TIME_FIELD_NUMBER: _builtins.int
     ON_BEHALF_OF_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key, at most 64 characters, unique per calling partner."""
     action: _builtins.str
@@ -128,6 +133,10 @@ class EarnPointsRequest(_message.Message):
     on_behalf_of: _builtins.str
     """"partners/{airline}": a travel agency submitting for an airline it is authorized for.
     Empty for everyone else.
+    """
+    points: _builtins.int
+    """For an action basis: the points the action earns (1 to 1,000,000,000). Ignored for a
+    purchase, whose points come from the partner's earn rules.
     """
     @_builtins.property
     def member(self) -> _common_pb2.MemberRef:
@@ -158,10 +167,11 @@ class EarnPointsRequest(_message.Message):
         vest_time: _timestamp_pb2.Timestamp | None = ...,
         on_behalf_of: _builtins.str = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "basis", b"basis", "member", b"member", "occur_time", b"occur_time", "purchase", b"purchase", "vest_time", b"vest_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "basis", b"basis", "member", b"member", "occur_time", b"occur_time", "on_behalf_of", b"on_behalf_of", "partner_reference", b"partner_reference", "purchase", b"purchase", "request_id", b"request_id", "vest_time", b"vest_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "basis", b"basis", "member", b"member", "occur_time", b"occur_time", "on_behalf_of", b"on_behalf_of", "partner_reference", b"partner_reference", "points", b"points", "purchase", b"purchase", "request_id", b"request_id", "vest_time", b"vest_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_basis: _TypeAlias = _typing.Literal["purchase", "action"]  # noqa: Y015
     _WhichOneofArgType_basis: _TypeAlias = _typing.Literal["basis", b"basis"]  # noqa: Y015

@@ -185,12 +185,12 @@ class PointsServiceServicer:
 
     def CaptureRedemption(self, request, context):
         """Second phase: burns all (points = 0) or part of an authorization's held points and returns
-        the CAPTURE transaction. A partial capture leaves the rest held (capturable again until the
-        hold expires) — void it to release it early.
+        the CAPTURE transaction. A partial capture releases the rest to the member at once; the
+        authorization is then closed (POSTED).
         Who: only the partner that created the authorization.
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-        HOLD_NOT_OPEN when already fully captured or voided, CAPTURE_EXCEEDS_HOLD),
-        INVALID_ARGUMENT (NOT_AN_AUTHORIZATION, INVALID_POINTS), ALREADY_EXISTS
+        HOLD_NOT_OPEN when already captured or voided, CAPTURE_EXCEEDS_HOLD,
+        NOT_AN_AUTHORIZATION), INVALID_ARGUMENT (INVALID_POINTS), ALREADY_EXISTS
         (REQUEST_ID_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -202,8 +202,7 @@ class PointsServiceServicer:
         returns the VOID transaction.
         Who: only the partner that created the authorization.
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-        HOLD_NOT_OPEN), INVALID_ARGUMENT (NOT_AN_AUTHORIZATION), ALREADY_EXISTS
-        (REQUEST_ID_REUSED).
+        HOLD_NOT_OPEN, NOT_AN_AUTHORIZATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -99,12 +99,12 @@ class PointsServiceStub:
     """
     CaptureRedemption: _grpc.UnaryUnaryMultiCallable[_points_pb2.CaptureRedemptionRequest, _points_pb2.CaptureRedemptionResponse]
     """Second phase: burns all (points = 0) or part of an authorization's held points and returns
-    the CAPTURE transaction. A partial capture leaves the rest held (capturable again until the
-    hold expires) — void it to release it early.
+    the CAPTURE transaction. A partial capture releases the rest to the member at once; the
+    authorization is then closed (POSTED).
     Who: only the partner that created the authorization.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-    HOLD_NOT_OPEN when already fully captured or voided, CAPTURE_EXCEEDS_HOLD),
-    INVALID_ARGUMENT (NOT_AN_AUTHORIZATION, INVALID_POINTS), ALREADY_EXISTS
+    HOLD_NOT_OPEN when already captured or voided, CAPTURE_EXCEEDS_HOLD,
+    NOT_AN_AUTHORIZATION), INVALID_ARGUMENT (INVALID_POINTS), ALREADY_EXISTS
     (REQUEST_ID_REUSED).
     """
     VoidRedemption: _grpc.UnaryUnaryMultiCallable[_points_pb2.VoidRedemptionRequest, _points_pb2.VoidRedemptionResponse]
@@ -112,8 +112,7 @@ class PointsServiceStub:
     returns the VOID transaction.
     Who: only the partner that created the authorization.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-    HOLD_NOT_OPEN), INVALID_ARGUMENT (NOT_AN_AUTHORIZATION), ALREADY_EXISTS
-    (REQUEST_ID_REUSED).
+    HOLD_NOT_OPEN, NOT_AN_AUTHORIZATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     ReverseTransaction: _grpc.UnaryUnaryMultiCallable[_points_pb2.ReverseTransactionRequest, _points_pb2.ReverseTransactionResponse]
     """Reverses all (points = 0) or part of an earn (refund, clawback; also cancels a pending
@@ -208,12 +207,12 @@ class PointsServiceAsyncStub(PointsServiceStub):
     """
     CaptureRedemption: _aio.UnaryUnaryMultiCallable[_points_pb2.CaptureRedemptionRequest, _points_pb2.CaptureRedemptionResponse]  # type: ignore[assignment]
     """Second phase: burns all (points = 0) or part of an authorization's held points and returns
-    the CAPTURE transaction. A partial capture leaves the rest held (capturable again until the
-    hold expires) — void it to release it early.
+    the CAPTURE transaction. A partial capture releases the rest to the member at once; the
+    authorization is then closed (POSTED).
     Who: only the partner that created the authorization.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-    HOLD_NOT_OPEN when already fully captured or voided, CAPTURE_EXCEEDS_HOLD),
-    INVALID_ARGUMENT (NOT_AN_AUTHORIZATION, INVALID_POINTS), ALREADY_EXISTS
+    HOLD_NOT_OPEN when already captured or voided, CAPTURE_EXCEEDS_HOLD,
+    NOT_AN_AUTHORIZATION), INVALID_ARGUMENT (INVALID_POINTS), ALREADY_EXISTS
     (REQUEST_ID_REUSED).
     """
     VoidRedemption: _aio.UnaryUnaryMultiCallable[_points_pb2.VoidRedemptionRequest, _points_pb2.VoidRedemptionResponse]  # type: ignore[assignment]
@@ -221,8 +220,7 @@ class PointsServiceAsyncStub(PointsServiceStub):
     returns the VOID transaction.
     Who: only the partner that created the authorization.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-    HOLD_NOT_OPEN), INVALID_ARGUMENT (NOT_AN_AUTHORIZATION), ALREADY_EXISTS
-    (REQUEST_ID_REUSED).
+    HOLD_NOT_OPEN, NOT_AN_AUTHORIZATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     ReverseTransaction: _aio.UnaryUnaryMultiCallable[_points_pb2.ReverseTransactionRequest, _points_pb2.ReverseTransactionResponse]  # type: ignore[assignment]
     """Reverses all (points = 0) or part of an earn (refund, clawback; also cancels a pending
@@ -350,12 +348,12 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_points_pb2.CaptureRedemptionResponse, _abc.Awaitable[_points_pb2.CaptureRedemptionResponse]]:
         """Second phase: burns all (points = 0) or part of an authorization's held points and returns
-        the CAPTURE transaction. A partial capture leaves the rest held (capturable again until the
-        hold expires) — void it to release it early.
+        the CAPTURE transaction. A partial capture releases the rest to the member at once; the
+        authorization is then closed (POSTED).
         Who: only the partner that created the authorization.
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-        HOLD_NOT_OPEN when already fully captured or voided, CAPTURE_EXCEEDS_HOLD),
-        INVALID_ARGUMENT (NOT_AN_AUTHORIZATION, INVALID_POINTS), ALREADY_EXISTS
+        HOLD_NOT_OPEN when already captured or voided, CAPTURE_EXCEEDS_HOLD,
+        NOT_AN_AUTHORIZATION), INVALID_ARGUMENT (INVALID_POINTS), ALREADY_EXISTS
         (REQUEST_ID_REUSED).
         """
 
@@ -369,8 +367,7 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         returns the VOID transaction.
         Who: only the partner that created the authorization.
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (HOLD_EXPIRED,
-        HOLD_NOT_OPEN), INVALID_ARGUMENT (NOT_AN_AUTHORIZATION), ALREADY_EXISTS
-        (REQUEST_ID_REUSED).
+        HOLD_NOT_OPEN, NOT_AN_AUTHORIZATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,675 @@
+"""Ledger use cases: earn, redeem, holds, reversals, vesting; each in the caller's transaction.
+
+Concurrency without locks we could forget: a member's balance changes through one guarded
+UPDATE ... RETURNING (the guard is the WHERE clause, so two redemptions cannot both pass it),
+and a transaction's lifecycle moves through conditional UPDATEs that name the state they expect
+(a capture and a void racing on one hold: exactly one matches).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from babel.numbers import UnknownCurrencyError, get_currency_precision
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.adapters.models import (
+    LedgerTransactionRow,
+    MemberBalanceRow,
+    PostingRow,
+    table_of,
+)
+from gateway.domain import ledger as dl
+from gateway.domain import paging
+from gateway.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from gateway.domain.partners import Partner
+from gateway.service.context import AppContext
+
+TXNS = table_of(LedgerTransactionRow)
+POSTINGS = table_of(PostingRow)
+BALANCES = table_of(MemberBalanceRow)
+TRANSACTION_ID_BYTES = 12
+SETTLE_BATCH_ROWS = 500
+"""Due vestings and expiring holds settled per database transaction by the sweeper."""
+
+
+@dataclass(frozen=True)
+class Purchase:
+    amount_minor: int
+    currency_code: str
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class Action:
+    code: str
+    points: int
+
+
+# -- storage helpers -------------------------------------------------------------------------
+
+
+async def create_balance(conn: AsyncConnection, member_id: str) -> None:
+    await conn.execute(insert(BALANCES).values(member_id=member_id, available=0, pending=0, held=0))
+
+
+async def _change(
+    conn: AsyncConnection,
+    member_id: str,
+    available: int = 0,
+    pending: int = 0,
+    held: int = 0,
+    need_available: int | None = None,
+) -> dl.Balance | None:
+    """Apply deltas in one guarded statement; None if the guard (available >= need) failed."""
+    query = (
+        update(BALANCES)
+        .where(BALANCES.c.member_id == member_id)
+        .values(
+            available=BALANCES.c.available + available,
+            pending=BALANCES.c.pending + pending,
+            held=BALANCES.c.held + held,
+        )
+        .returning(BALANCES.c.available, BALANCES.c.pending, BALANCES.c.held)
+    )
+    if need_available is not None:
+        query = query.where(BALANCES.c.available >= need_available)
+    row = (await conn.execute(query)).first()
+    return dl.Balance(row.available, row.pending, row.held) if row else None
+
+
+async def balance_of(conn: AsyncConnection, member_id: str) -> dl.Balance:
+    row = (
+        await conn.execute(
+            select(BALANCES.c.available, BALANCES.c.pending, BALANCES.c.held).where(
+                BALANCES.c.member_id == member_id
+            )
+        )
+    ).first()
+    return dl.Balance(row.available, row.pending, row.held) if row else dl.Balance()
+
+
+async def _post(conn: AsyncConnection, seq: int, postings: list[dl.Posting]) -> None:
+    assert not dl.unbalanced_assets(postings), f"unbalanced postings {postings}"
+    if postings:
+        await conn.execute(
+            insert(POSTINGS),
+            [
+                {"transaction_seq": seq, "account": p.account, "asset": p.asset, "amount": p.amount}
+                for p in postings
+            ],
+        )
+
+
+async def _record(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    *,
+    member_id: str,
+    partner_id: str,
+    kind: dl.TxnType,
+    state: dl.TxnState,
+    points: int,
+    balance: dl.Balance,
+    postings: list[dl.Posting],
+    open_points: int = 0,
+    related_id: str | None = None,
+    reference: str = "",
+    breakdown: tuple[dict[str, object], ...] = (),
+    due_time: datetime | None = None,
+    occur_time: datetime | None = None,
+) -> dl.Transaction:
+    txn = dl.Transaction(
+        id=secrets.token_hex(TRANSACTION_ID_BYTES),
+        member_id=member_id,
+        partner_id=partner_id,
+        type=kind,
+        state=state,
+        points=points,
+        open_points=open_points,
+        reversed_points=0,
+        related_id=related_id,
+        partner_reference=reference,
+        breakdown=breakdown,
+        due_time=due_time,
+        occur_time=occur_time,
+        balance_after=balance,
+        create_time=ctx.clock.now(),
+    )
+    seq = await conn.scalar(
+        insert(TXNS)
+        .values(
+            id=txn.id,
+            member_id=member_id,
+            partner_id=partner_id,
+            type=kind.value,
+            state=state.value,
+            points=points,
+            open_points=open_points,
+            reversed_points=0,
+            related_id=related_id,
+            partner_reference=reference,
+            breakdown=json.dumps(list(breakdown)),
+            due_time=due_time,
+            occur_time=occur_time,
+            available_after=balance.available,
+            pending_after=balance.pending,
+            held_after=balance.held,
+            create_time=txn.create_time,
+        )
+        .returning(TXNS.c.seq)
+    )
+    assert seq is not None
+    await _post(conn, seq, postings)
+    return txn
+
+
+def _transaction(row: Any) -> dl.Transaction:
+    return dl.Transaction(
+        id=row.id,
+        member_id=row.member_id,
+        partner_id=row.partner_id,
+        type=dl.TxnType(row.type),
+        state=dl.TxnState(row.state),
+        points=row.points,
+        open_points=row.open_points,
+        reversed_points=row.reversed_points,
+        related_id=row.related_id,
+        partner_reference=row.partner_reference,
+        breakdown=tuple(json.loads(row.breakdown)),
+        due_time=row.due_time,
+        occur_time=row.occur_time,
+        balance_after=dl.Balance(row.available_after, row.pending_after, row.held_after),
+        create_time=row.create_time,
+        channel_partner_id=row.channel_partner_id,
+    )
+
+
+def parse_transaction_name(name: str, field: str = "transaction") -> tuple[str, str]:
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "members" or parts[2] != "transactions" or not all(parts):
+        raise InvalidArgument.on_field(
+            field,
+            "INVALID_TRANSACTION_NAME",
+            'expected "members/{member}/transactions/{transaction}"',
+        )
+    return parts[1], parts[3]
+
+
+async def _load(
+    conn: AsyncConnection, name: str, partner_id: str | None
+) -> tuple[int, dl.Transaction]:
+    """The transaction and its seq; another partner's transaction is simply not found."""
+    member_id, txn_id = parse_transaction_name(name)
+    query = select(TXNS).where(TXNS.c.id == txn_id, TXNS.c.member_id == member_id)
+    if partner_id is not None:
+        query = query.where(TXNS.c.partner_id == partner_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound("TRANSACTION_NOT_FOUND", f"no transaction {name}", {"transaction": name})
+    return row.seq, _transaction(row)
+
+
+# -- earning ---------------------------------------------------------------------------------
+
+
+def quote(partner: Partner, basis: Purchase | Action) -> tuple[int, tuple[dict[str, object], ...]]:
+    """Points and their breakdown for a purchase or an action; writes nothing."""
+    if isinstance(basis, Action):
+        dl.check_points(basis.points, "points")
+        if not basis.code or len(basis.code) > dl.ACTION_CODE_CHARS_MAX:
+            raise InvalidArgument.on_field(
+                "action", "INVALID_ACTION", f"1 to {dl.ACTION_CODE_CHARS_MAX} characters"
+            )
+        return basis.points, (
+            {
+                "kind": "ACTION",
+                "description": f"{basis.code}",
+                "points": basis.points,
+                "source": partner.name,
+            },
+        )
+    dl.check_purchase(basis.amount_minor)
+    currency = basis.currency_code
+    try:
+        exponent = get_currency_precision(currency)
+    except UnknownCurrencyError:
+        raise InvalidArgument.on_field(
+            "purchase.currency_code", "INVALID_CURRENCY_CODE", "an ISO 4217 code like USD"
+        ) from None
+    if currency != partner.settings.earn_currency_code:
+        raise InvalidArgument.on_field(
+            "purchase.currency_code",
+            "CURRENCY_NOT_ACCEPTED",
+            f"{partner.name} earns in {partner.settings.earn_currency_code}",
+        )
+    rate = partner.settings.base_earn_rate
+    points = dl.points_for_purchase(basis.amount_minor, exponent, rate)
+    major = f"{basis.amount_minor / 10**exponent:,.{exponent}f}"
+    return points, (
+        {
+            "kind": "BASE",
+            "description": f"{rate} points per {currency} on {currency} {major}",
+            "points": points,
+            "source": partner.name,
+        },
+    )
+
+
+async def earn(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner: Partner,
+    member_id: str,
+    basis: Purchase | Action,
+    reference: str = "",
+    vest_time: datetime | None = None,
+    occur_time: datetime | None = None,
+) -> dl.Transaction:
+    dl.check_reference(reference)
+    points, breakdown = quote(partner, basis)
+    vest = dl.check_vest_time(ctx.clock.now(), vest_time)
+    source = dl.issued(partner.id)
+    if vest is None:
+        target, state, deltas = dl.available(member_id), dl.TxnState.POSTED, {"available": points}
+    else:
+        target, state, deltas = dl.pending(member_id), dl.TxnState.PENDING, {"pending": points}
+    balance = await _change(conn, member_id, **deltas)
+    assert balance is not None, "every member has a balance row"
+    return await _record(
+        conn,
+        ctx,
+        member_id=member_id,
+        partner_id=partner.id,
+        kind=dl.TxnType.EARN,
+        state=state,
+        points=points,
+        balance=balance,
+        postings=list(dl.move(source, target, points)) if points else [],
+        open_points=points if vest else 0,
+        reference=reference,
+        breakdown=breakdown,
+        due_time=vest,
+        occur_time=occur_time,
+    )
+
+
+# -- burning ---------------------------------------------------------------------------------
+
+
+async def redeem(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner_id: str,
+    member_id: str,
+    points: int,
+    reference: str = "",
+) -> dl.Transaction:
+    dl.check_points(points)
+    dl.check_reference(reference)
+    balance = await _change(conn, member_id, available=-points, need_available=points)
+    if balance is None:
+        raise dl.insufficient(await balance_of(conn, member_id), points)
+    return await _record(
+        conn,
+        ctx,
+        member_id=member_id,
+        partner_id=partner_id,
+        kind=dl.TxnType.REDEEM,
+        state=dl.TxnState.POSTED,
+        points=-points,
+        balance=balance,
+        postings=list(dl.move(dl.available(member_id), dl.redeemed(partner_id), points)),
+        reference=reference,
+    )
+
+
+async def authorize(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner_id: str,
+    member_id: str,
+    points: int,
+    hold_seconds: int | None,
+    reference: str = "",
+) -> dl.Transaction:
+    dl.check_points(points)
+    dl.check_reference(reference)
+    expires = dl.hold_expiry(ctx.clock.now(), hold_seconds)
+    balance = await _change(conn, member_id, available=-points, held=points, need_available=points)
+    if balance is None:
+        raise dl.insufficient(await balance_of(conn, member_id), points)
+    return await _record(
+        conn,
+        ctx,
+        member_id=member_id,
+        partner_id=partner_id,
+        kind=dl.TxnType.AUTHORIZATION,
+        state=dl.TxnState.PENDING,
+        points=-points,
+        balance=balance,
+        postings=list(dl.move(dl.available(member_id), dl.held(member_id), points)),
+        open_points=points,
+        reference=reference,
+        due_time=expires,
+    )
+
+
+async def _close_hold(
+    conn: AsyncConnection, seq: int, hold: dl.Transaction, new_state: dl.TxnState
+) -> bool:
+    """Move an open hold out of PENDING; False if someone else already did."""
+    result = await conn.execute(
+        update(TXNS)
+        .where(
+            TXNS.c.seq == seq,
+            TXNS.c.state == dl.TxnState.PENDING.value,
+            TXNS.c.open_points == hold.open_points,
+        )
+        .values(state=new_state.value, open_points=0)
+    )
+    return result.rowcount == 1
+
+
+def _check_open_hold(hold: dl.Transaction, now: datetime) -> None:
+    if hold.type is not dl.TxnType.AUTHORIZATION:
+        raise FailedPrecondition(
+            "NOT_AN_AUTHORIZATION",
+            "only an authorization can be captured or voided",
+            {"transaction": hold.name},
+        )
+    expired = hold.state is dl.TxnState.EXPIRED or (
+        hold.state is dl.TxnState.PENDING and hold.due_time is not None and hold.due_time <= now
+    )
+    if expired:
+        raise FailedPrecondition(
+            "HOLD_EXPIRED",
+            "the hold expired and its points were released",
+            {"transaction": hold.name},
+        )
+    if hold.state is not dl.TxnState.PENDING:
+        raise FailedPrecondition(
+            "HOLD_NOT_OPEN",
+            f"the hold is already {hold.state.value.lower()}",
+            {"transaction": hold.name, "state": hold.state.value},
+        )
+
+
+async def capture(
+    conn: AsyncConnection, ctx: AppContext, partner_id: str | None, name: str, points: int
+) -> dl.Transaction:
+    dl.check_points(points, allow_zero=True)
+    seq, hold = await _load(conn, name, partner_id)
+    _check_open_hold(hold, ctx.clock.now())
+    captured = points or hold.open_points
+    if captured > hold.open_points:
+        raise FailedPrecondition(
+            "CAPTURE_EXCEEDS_HOLD",
+            f"{captured} points requested, {hold.open_points} held",
+            {"held_points": str(hold.open_points)},
+        )
+    if not await _close_hold(conn, seq, hold, dl.TxnState.POSTED):
+        raise FailedPrecondition("HOLD_NOT_OPEN", "the hold changed meanwhile; read it again")
+    released = hold.open_points - captured
+    member = hold.member_id
+    balance = await _change(conn, member, available=released, held=-hold.open_points)
+    assert balance is not None
+    postings = list(dl.move(dl.held(member), dl.redeemed(hold.partner_id), captured))
+    if released:
+        postings += dl.move(dl.held(member), dl.available(member), released)
+    return await _record(
+        conn,
+        ctx,
+        member_id=member,
+        partner_id=hold.partner_id,
+        kind=dl.TxnType.CAPTURE,
+        state=dl.TxnState.POSTED,
+        points=-captured,
+        balance=balance,
+        postings=postings,
+        related_id=hold.id,
+        reference=hold.partner_reference,
+    )
+
+
+async def void(
+    conn: AsyncConnection, ctx: AppContext, partner_id: str | None, name: str
+) -> dl.Transaction:
+    seq, hold = await _load(conn, name, partner_id)
+    _check_open_hold(hold, ctx.clock.now())
+    if not await _close_hold(conn, seq, hold, dl.TxnState.VOIDED):
+        raise FailedPrecondition("HOLD_NOT_OPEN", "the hold changed meanwhile; read it again")
+    member = hold.member_id
+    balance = await _change(conn, member, available=hold.open_points, held=-hold.open_points)
+    assert balance is not None
+    return await _record(
+        conn,
+        ctx,
+        member_id=member,
+        partner_id=hold.partner_id,
+        kind=dl.TxnType.VOID,
+        state=dl.TxnState.POSTED,
+        points=0,
+        balance=balance,
+        postings=list(dl.move(dl.held(member), dl.available(member), hold.open_points)),
+        related_id=hold.id,
+        reference=hold.partner_reference,
+    )
+
+
+# -- reversals -------------------------------------------------------------------------------
+
+
+async def reverse(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner_id: str | None,
+    name: str,
+    points: int,
+    reason: str = "",
+) -> dl.Transaction:
+    """Refund a redemption or claw back an earn, all (points=0) or part of it."""
+    dl.check_points(points, allow_zero=True)
+    dl.check_reference(reason, "reason")
+    seq, original = await _load(conn, name, partner_id)
+    if original.type is dl.TxnType.EARN and original.state is dl.TxnState.PENDING:
+        return await _cancel_pending(conn, ctx, seq, original, points, reason)
+    left = dl.reversible_points(
+        original.type, original.state, original.points, original.reversed_points
+    )
+    if original.type not in (dl.TxnType.EARN, dl.TxnType.REDEEM, dl.TxnType.CAPTURE) or (
+        original.state is not dl.TxnState.POSTED
+    ):
+        raise FailedPrecondition(
+            "TRANSACTION_NOT_REVERSIBLE",
+            f"a {original.type.value.lower()} in state {original.state.value} cannot be reversed",
+            {"transaction": name},
+        )
+    amount = points or left
+    if amount == 0 or amount > left:
+        raise FailedPrecondition(
+            "REVERSAL_EXCEEDS_ORIGINAL",
+            f"{amount} points requested, {left} left to reverse",
+            {"reversible_points": str(left)},
+        )
+    claimed = await conn.execute(
+        update(TXNS)
+        .where(TXNS.c.seq == seq, TXNS.c.reversed_points + amount <= func.abs(TXNS.c.points))
+        .values(reversed_points=TXNS.c.reversed_points + amount)
+    )
+    if claimed.rowcount != 1:
+        raise FailedPrecondition(
+            "REVERSAL_EXCEEDS_ORIGINAL", "a concurrent reversal took the rest; read it again"
+        )
+    member, partner = original.member_id, original.partner_id
+    if original.type is dl.TxnType.EARN:
+        # A clawback may take available below zero: the member then owes the points.
+        balance = await _change(conn, member, available=-amount)
+        postings = list(dl.move(dl.available(member), dl.issued(partner), amount))
+        signed = -amount
+    else:
+        balance = await _change(conn, member, available=amount)
+        postings = list(dl.move(dl.redeemed(partner), dl.available(member), amount))
+        signed = amount
+    assert balance is not None
+    return await _record(
+        conn,
+        ctx,
+        member_id=member,
+        partner_id=partner,
+        kind=dl.TxnType.REVERSAL,
+        state=dl.TxnState.POSTED,
+        points=signed,
+        balance=balance,
+        postings=postings,
+        related_id=original.id,
+        reference=reason or original.partner_reference,
+    )
+
+
+async def _cancel_pending(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    seq: int,
+    earn_txn: dl.Transaction,
+    points: int,
+    reason: str,
+) -> dl.Transaction:
+    if earn_txn.due_time is not None and earn_txn.due_time <= ctx.clock.now():
+        raise FailedPrecondition(
+            "ALREADY_VESTED",
+            "the points vested; reverse them as a posted earn",
+            {"transaction": earn_txn.name},
+        )
+    amount = points or earn_txn.open_points
+    if amount > earn_txn.open_points:
+        raise FailedPrecondition(
+            "REVERSAL_EXCEEDS_ORIGINAL",
+            f"{amount} points requested, {earn_txn.open_points} pending",
+            {"reversible_points": str(earn_txn.open_points)},
+        )
+    rest = earn_txn.open_points - amount
+    changed = await conn.execute(
+        update(TXNS)
+        .where(
+            TXNS.c.seq == seq,
+            TXNS.c.state == dl.TxnState.PENDING.value,
+            TXNS.c.open_points == earn_txn.open_points,
+        )
+        .values(
+            open_points=rest,
+            reversed_points=TXNS.c.reversed_points + amount,
+            state=(dl.TxnState.PENDING if rest else dl.TxnState.VOIDED).value,
+        )
+    )
+    if changed.rowcount != 1:
+        raise FailedPrecondition("TRANSACTION_CHANGED", "the earn changed meanwhile; read it again")
+    member = earn_txn.member_id
+    balance = await _change(conn, member, pending=-amount)
+    assert balance is not None
+    return await _record(
+        conn,
+        ctx,
+        member_id=member,
+        partner_id=earn_txn.partner_id,
+        kind=dl.TxnType.REVERSAL,
+        state=dl.TxnState.POSTED,
+        points=-amount,
+        balance=balance,
+        postings=list(dl.move(dl.pending(member), dl.issued(earn_txn.partner_id), amount)),
+        related_id=earn_txn.id,
+        reference=reason or earn_txn.partner_reference,
+    )
+
+
+# -- time: vesting and hold expiry -----------------------------------------------------------
+
+
+async def settle_due(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    member_id: str | None = None,
+    limit: int = SETTLE_BATCH_ROWS,
+) -> int:
+    """Vest due pending earns and release expired holds; returns how many were settled.
+
+    The postings join the original transaction (its state moves PENDING -> POSTED/EXPIRED),
+    so the member's history shows one earn, not an earn and a vesting.
+    """
+    now = ctx.clock.now()
+    query = (
+        select(TXNS.c.seq, TXNS.c.id, TXNS.c.member_id, TXNS.c.type, TXNS.c.open_points)
+        .where(TXNS.c.state == dl.TxnState.PENDING.value, TXNS.c.due_time <= now)
+        .order_by(TXNS.c.due_time)
+        .limit(limit)
+    )
+    if member_id is not None:
+        query = query.where(TXNS.c.member_id == member_id)
+    settled = 0
+    for row in (await conn.execute(query)).all():
+        is_earn = row.type == dl.TxnType.EARN.value
+        state = dl.TxnState.POSTED if is_earn else dl.TxnState.EXPIRED
+        moved = await conn.execute(
+            update(TXNS)
+            .where(and_(TXNS.c.seq == row.seq, TXNS.c.state == dl.TxnState.PENDING.value))
+            .values(state=state.value, open_points=0)
+        )
+        if moved.rowcount != 1 or row.open_points == 0:
+            continue
+        member, points = row.member_id, row.open_points
+        if is_earn:
+            await _change(conn, member, available=points, pending=-points)
+            await _post(
+                conn, row.seq, list(dl.move(dl.pending(member), dl.available(member), points))
+            )
+        else:
+            await _change(conn, member, available=points, held=-points)
+            await _post(conn, row.seq, list(dl.move(dl.held(member), dl.available(member), points)))
+        settled += 1
+    return settled
+
+
+async def anything_due(conn: AsyncConnection, ctx: AppContext, member_id: str) -> bool:
+    found = await conn.scalar(
+        select(TXNS.c.seq)
+        .where(
+            TXNS.c.member_id == member_id,
+            TXNS.c.state == dl.TxnState.PENDING.value,
+            TXNS.c.due_time <= ctx.clock.now(),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+# -- history ---------------------------------------------------------------------------------
+
+
+async def history(
+    conn: AsyncConnection,
+    member_id: str,
+    size: int,
+    token: str,
+    partner_id: str | None = None,
+    kind: dl.TxnType | None = None,
+) -> tuple[list[dl.Transaction], str]:
+    limit = paging.page_size(size)
+    position = paging.decode_token(token, ("seq",))
+    query = select(TXNS).where(TXNS.c.member_id == member_id)
+    if partner_id is not None:
+        query = query.where(TXNS.c.partner_id == partner_id)
+    if kind is not None:
+        query = query.where(TXNS.c.type == kind.value)
+    if position is not None:
+        if not isinstance(position["seq"], int):
+            raise paging.invalid_token()
+        query = query.where(TXNS.c.seq < position["seq"])
+    rows = (await conn.execute(query.order_by(TXNS.c.seq.desc()).limit(limit + 1))).all()
+    page = rows[:limit]
+    next_token = paging.encode_token({"seq": page[-1].seq}) if len(rows) > limit else ""
+    return [_transaction(r) for r in page], next_token
