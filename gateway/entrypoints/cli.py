@@ -227,6 +227,25 @@ async def _ledger_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+async def _ledger_vest(args: argparse.Namespace) -> int:
+    """Vest due pending earns and release expired holds, in bounded batches."""
+    from gateway.service import ledger
+
+    ctx = await _context(database_url(args.database_url), migrate_empty=False)
+    total = 0
+    try:
+        while True:
+            async with ctx.database.begin() as conn:
+                settled = await ledger.settle_due(conn, ctx)
+            total += settled
+            if settled < ledger.SETTLE_BATCH_ROWS:
+                break
+    finally:
+        await ctx.database.dispose()
+    print(f"settled {total} due transactions (vested earns and expired holds)")
+    return 0
+
+
 def _ca_init(args: argparse.Namespace) -> int:
     directory = Path(args.dir or env("CA_DIR", CA_DIR_DEFAULT))
     if (directory / CA_KEY_FILE).exists():
@@ -343,6 +362,10 @@ def _parser() -> argparse.ArgumentParser:
     with_db(ledger.add_parser("verify", help="check every invariant")).set_defaults(
         run=_ledger_verify
     )
+
+    with_db(
+        ledger.add_parser("vest", help="vest due earns and release expired holds")
+    ).set_defaults(run=_ledger_vest)
 
     ca = sub.add_parser("ca", help="the coalition CA").add_subparsers(dest="ca", required=True)
     init = ca.add_parser("init", help="create the CA and a gateway server certificate")

@@ -8,6 +8,7 @@ demo key per partner (and one operator key) is active after each run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import select, update
 from gateway.adapters import repository as repo
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
+from gateway.service import ledger
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -142,6 +144,7 @@ async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
                 )
             else:
                 member = await members_service.get(conn, ctx, f"members/{found}")
+            await _seed_activity(ctx, conn, member.id, len(out["members"]))
             out["members"].append(
                 {
                     "name": member.name,
@@ -151,6 +154,51 @@ async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
                 }
             )
     return out
+
+
+DEMO_ACTIVE_MEMBERS = 12
+"""Members who get a short history: stays, rides, a purchase, a redemption, a pending stay."""
+
+
+async def _seed_activity(ctx: AppContext, conn: Any, member_id: str, index: int) -> None:
+    if index >= DEMO_ACTIVE_MEMBERS:
+        return
+    already = await conn.scalar(
+        select(ledger.TXNS.c.seq).where(ledger.TXNS.c.member_id == member_id).limit(1)
+    )
+    if already is not None:
+        return  # seeded before: the demo is idempotent
+    hotel = await partner_service.get(conn, "grand-harbor-hotels")
+    rides = await partner_service.get(conn, "swiftride")
+    market = await partner_service.get(conn, "maple-market")
+    stay = 180_00 + index * 35_00  # USD minor units
+    await ledger.earn(
+        conn, ctx, hotel, member_id, ledger.Purchase(stay, "USD", "room"), f"FOLIO-{1000 + index}"
+    )
+    for ride in range(index % 4 + 1):
+        await ledger.earn(
+            conn,
+            ctx,
+            rides,
+            member_id,
+            ledger.Purchase(12_50 + ride * 7_25, "USD", "ride"),
+            f"RIDE-{index}-{ride}",
+        )
+    await ledger.earn(
+        conn, ctx, market, member_id, ledger.Purchase(64_99, "CAD", "groceries"), f"RCPT-{index}"
+    )
+    if index % 3 == 0:
+        await ledger.redeem(conn, ctx, market.id, member_id, 500, f"REDEEM-{index}")
+    if index % 4 == 1:
+        await ledger.earn(
+            conn,
+            ctx,
+            hotel,
+            member_id,
+            ledger.Purchase(420_00, "USD", "room"),
+            f"FOLIO-{2000 + index}",
+            vest_time=ctx.clock.now() + timedelta(days=14),
+        )
 
 
 def _email(display_name: str) -> str:

@@ -619,7 +619,10 @@ async def settle_due(
             .where(and_(TXNS.c.seq == row.seq, TXNS.c.state == dl.TxnState.PENDING.value))
             .values(state=state.value, open_points=0)
         )
-        if moved.rowcount != 1 or row.open_points == 0:
+        if moved.rowcount != 1:
+            continue  # settled concurrently by someone else
+        settled += 1
+        if row.open_points == 0:
             continue
         member, points = row.member_id, row.open_points
         if is_earn:
@@ -630,7 +633,6 @@ async def settle_due(
         else:
             await _change(conn, member, available=points, held=-points)
             await _post(conn, row.seq, list(dl.move(dl.held(member), dl.available(member), points)))
-        settled += 1
     return settled
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gateway.adapters import repository as repo
 from gateway.adapters.migrate import SchemaState, schema_state
+from gateway.domain import ledger as dl
 from gateway.domain.members import luhn_check_digit
 from gateway.service.context import AppContext
+from gateway.service.ledger import BALANCES, POSTINGS, TXNS
 
 VERIFY_BATCH_ROWS = 1_000
 VERIFY_PROBLEMS_MAX = 100
@@ -37,6 +40,7 @@ async def verify(ctx: AppContext) -> Report:
         report.problem(f"schema is {state.value} (revision {revision}); run `coalition db upgrade`")
         return report
     await _members(ctx, report)
+    await _ledger(ctx, report)
     return report
 
 
@@ -76,3 +80,72 @@ async def _members(ctx: AppContext, report: Report) -> None:
             break
         last = rows[-1].id
     report.checked["members"] = count
+
+
+async def _ledger(ctx: AppContext, report: Report) -> None:
+    """Double entry holds, and every materialized balance equals what the postings say."""
+    async with ctx.database.connect() as conn:
+        unbalanced = (
+            await conn.execute(
+                select(POSTINGS.c.transaction_seq, POSTINGS.c.asset, func.sum(POSTINGS.c.amount))
+                .group_by(POSTINGS.c.transaction_seq, POSTINGS.c.asset)
+                .having(func.sum(POSTINGS.c.amount) != 0)
+                .limit(VERIFY_PROBLEMS_MAX)
+            )
+        ).all()
+        for seq, asset, total in unbalanced:
+            report.problem(f"transaction #{seq}: {asset} postings sum to {total}, not 0")
+
+        # What the postings say each member account holds.
+        from_postings: dict[str, int] = defaultdict(int)
+        rows = await conn.stream(
+            select(POSTINGS.c.account, func.sum(POSTINGS.c.amount))
+            .where(POSTINGS.c.account.like("member:%"), POSTINGS.c.asset == dl.POINTS)
+            .group_by(POSTINGS.c.account)
+        )
+        async for account, total in rows:
+            from_postings[account] = int(total)
+
+        # What the open transactions say is pending and held.
+        open_points: dict[tuple[str, str], int] = defaultdict(int)
+        open_rows = await conn.stream(
+            select(TXNS.c.member_id, TXNS.c.type, func.sum(TXNS.c.open_points))
+            .where(TXNS.c.state == dl.TxnState.PENDING.value)
+            .group_by(TXNS.c.member_id, TXNS.c.type)
+        )
+        async for member_id, kind, total in open_rows:
+            open_points[(member_id, kind)] = int(total)
+
+        overreversed = await conn.scalar(
+            select(func.count())
+            .select_from(TXNS)
+            .where((TXNS.c.reversed_points > func.abs(TXNS.c.points)) | (TXNS.c.open_points < 0))
+        )
+        if overreversed:
+            report.problem(f"{overreversed} transactions reversed or open beyond their points")
+
+        balances = await conn.stream(
+            select(BALANCES.c.member_id, BALANCES.c.available, BALANCES.c.pending, BALANCES.c.held)
+        )
+        count = 0
+        async for member_id, available, pending, held in balances:
+            count += 1
+            expected = dl.Balance(
+                from_postings.get(dl.available(member_id), 0),
+                from_postings.get(dl.pending(member_id), 0),
+                from_postings.get(dl.held(member_id), 0),
+            )
+            if (available, pending, held) != (expected.available, expected.pending, expected.held):
+                report.problem(
+                    f"members/{member_id}: balance {available}/{pending}/{held} "
+                    f"(available/pending/held) but postings say "
+                    f"{expected.available}/{expected.pending}/{expected.held}"
+                )
+            if pending != open_points.get((member_id, dl.TxnType.EARN.value), 0):
+                report.problem(f"members/{member_id}: pending points disagree with pending earns")
+            if held != open_points.get((member_id, dl.TxnType.AUTHORIZATION.value), 0):
+                report.problem(f"members/{member_id}: held points disagree with open holds")
+        report.checked["balances"] = count
+        report.checked["transactions"] = int(
+            await conn.scalar(select(func.count()).select_from(TXNS)) or 0
+        )

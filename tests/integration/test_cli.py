@@ -226,3 +226,22 @@ async def test_ca_init_then_issue_cert_for_a_partner(cli_db: str, tmp_path: Path
         "partners", "issue-cert", "nobody-here", "--ca-dir", "ca", url=cli_db, cwd=tmp_path
     )
     assert unknown[0] != 0 and "Traceback" not in unknown[2]
+
+
+async def test_serve_refuses_an_outdated_schema_until_upgraded(cli_db: str, tmp_path: Path) -> None:
+    from alembic import command
+
+    from gateway.adapters.db import open_database
+    from gateway.adapters.migrate import _config
+
+    database = open_database(cli_db)
+    try:
+        async with database.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(_config(sync), "0001"))
+    finally:
+        await database.dispose()
+    code, _, err = await coalition("serve", "--port", "0", url=cli_db, cwd=tmp_path)
+    assert code == 2 and "run `coalition db upgrade` first" in err and "Traceback" not in err
+    assert (await coalition("db", "upgrade", url=cli_db, cwd=tmp_path))[0] == 0
+    code, out, _ = await coalition("ledger", "verify", url=cli_db, cwd=tmp_path)
+    assert code == 0, out
