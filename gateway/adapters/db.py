@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 DATABASE_URL_DEFAULT = "sqlite:///coalition.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""Waiting for another process (a CLI command beside the server) to finish writing."""
+SQLITE_POOL_WAIT_S = 60
 POSTGRES_POOL_SIZE = 10
 POSTGRES_POOL_OVERFLOW = 20
 
@@ -83,7 +85,11 @@ def open_database(raw_url: str) -> Database:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        # One connection: SQLite has one writer anyway, and queueing on the pool is fair and
+        # immediate where SQLite's busy handler sleeps and retries (tail latency in seconds).
+        engine = create_async_engine(
+            url, pool_size=1, max_overflow=0, pool_timeout=SQLITE_POOL_WAIT_S
+        )
         _configure_sqlite(engine)
     else:
         engine = create_async_engine(

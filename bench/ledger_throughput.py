@@ -1,0 +1,198 @@
+"""Ledger throughput over real gRPC, against the bare gRPC stack measured in the same run.
+
+    python bench/ledger_throughput.py [--database-url URL] [--seconds S] [--concurrency N]
+
+Starts a gateway in-process on port 0 (SQLite in a temp dir by default; pass a PostgreSQL URL
+to measure the production setup), then runs, for the same wall time and concurrency:
+
+    baseline   grpc.health.v1 Check: the gRPC stack with no database
+    earn       EarnPoints, each a new request_id (one transaction, idempotency row, postings)
+    redeem     RedeemPoints of 1 point (guarded balance update)
+    balance    GetBalance (a read)
+
+and prints requests/s, latency percentiles and the ratio to the baseline. Absolute numbers
+vary with the machine; compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coalition.v1 import common_pb2, members_pb2, members_pb2_grpc, points_pb2, points_pb2_grpc
+from gateway.adapters.db import open_database
+from gateway.adapters.migrate import upgrade
+from gateway.clock import SystemClock
+from gateway.domain.members import ContactDetails
+from gateway.domain.partners import PartnerSettings, PartnerType
+from gateway.domain.pii import PiiVault
+from gateway.entrypoints.grpc.server import create_server
+from gateway.service import members as members_service
+from gateway.service import partners as partner_service
+from gateway.service.context import AppContext
+
+MEMBERS = 200
+"""Spread load over members, as real traffic is: no single hot balance row."""
+CHANNELS = 8
+
+
+async def measure(
+    name: str, call: Callable[[int], Awaitable[object]], seconds: float, concurrency: int
+) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    codes: dict[str, int] = {}
+    counter = itertools.count()
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await call(next(counter))
+            except grpc.aio.AioRpcError as err:
+                errors += 1
+                code = f"{err.code().name} {err.details()[:40]}"
+                codes[code] = codes.get(code, 0) + 1
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    if codes:
+        print(f"  {name}: errors by status {codes}", file=sys.stderr)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1e3
+
+    return {
+        "name": name,
+        "rps": len(latencies) / elapsed,
+        "p50": pct(0.50),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "mean": statistics.fmean(latencies) * 1e3,
+        "errors": errors,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp()
+    url = args.database_url or f"sqlite:///{tmp}/bench.db"
+    database = open_database(url)
+    if database.dialect == "postgresql":
+        from sqlalchemy import text
+
+        async with database.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    await upgrade(database)
+    ctx = AppContext(database, PiiVault(b"bench-secret-key-0123456789abcdef-0123"), SystemClock())
+
+    async with database.begin() as conn:
+        await partner_service.create(
+            conn,
+            ctx,
+            "bench-hotel",
+            PartnerType.HOTEL,
+            PartnerSettings("Bench Hotel", base_earn_rate=Decimal(10)),
+        )
+        _, key = await partner_service.create_api_key(conn, ctx, "bench-hotel")
+        numbers = []
+        for i in range(MEMBERS):
+            member = await members_service.enroll(conn, ctx, ContactDetails(f"Member {i}"))
+            numbers.append(member.loyalty_number)
+
+    server, port = await create_server("127.0.0.1:0", ctx)
+    await server.start()
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(CHANNELS)]
+    auth = [("authorization", f"Bearer {key}")]
+    health = [health_pb2_grpc.HealthStub(c) for c in channels]
+    points = [points_pb2_grpc.PointsServiceStub(c) for c in channels]
+    members = [members_pb2_grpc.MemberServiceStub(c) for c in channels]
+    run = f"{time.time_ns()}"
+
+    def ref(i: int) -> common_pb2.MemberRef:
+        return common_pb2.MemberRef(loyalty_number=numbers[i % MEMBERS])
+
+    async def baseline(i: int) -> object:
+        return await health[i % CHANNELS].Check(health_pb2.HealthCheckRequest())
+
+    async def earn(i: int) -> object:
+        return await points[i % CHANNELS].EarnPoints(
+            points_pb2.EarnPointsRequest(
+                request_id=f"{run}-e{i}",
+                member=ref(i),
+                purchase=common_pb2.Purchase(amount_minor=10_00, currency_code="USD"),
+            ),
+            metadata=auth,
+        )
+
+    async def redeem(i: int) -> object:
+        return await points[i % CHANNELS].RedeemPoints(
+            points_pb2.RedeemPointsRequest(request_id=f"{run}-r{i}", member=ref(i), points=1),
+            metadata=auth,
+        )
+
+    async def balance(i: int) -> object:
+        return await members[i % CHANNELS].GetBalance(
+            members_pb2.GetBalanceRequest(member=ref(i)), metadata=auth
+        )
+
+    results = []
+    for name, call in [
+        ("baseline", baseline),
+        ("earn", earn),
+        ("redeem", redeem),
+        ("balance", balance),
+    ]:
+        results.append(await measure(name, call, args.seconds, args.concurrency))
+
+    base = results[0]["rps"]
+    print(
+        f"database: {database.dialect}   concurrency: {args.concurrency}   "
+        f"seconds per row: {args.seconds}"
+    )
+    print(
+        f"{'rpc':<10}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
+        f"{'errors':>8}{'vs baseline':>13}"
+    )
+    for r in results:
+        print(
+            f"{r['name']:<10}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p95']:>10.2f}"
+            f"{r['p99']:>10.2f}{r['errors']:>8.0f}{r['rps'] / base:>13.3f}"
+        )
+
+    for channel in channels:
+        await channel.close()
+    await server.stop(None)
+    from gateway.service.verify import verify
+
+    report = await verify(ctx)
+    print("ledger verify:", "OK" if report.ok else report.problems[:5])
+    await database.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
