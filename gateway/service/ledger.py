@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from babel.numbers import UnknownCurrencyError, get_currency_precision
+from babel.numbers import get_currency_precision, is_currency
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -236,12 +236,12 @@ def quote(partner: Partner, basis: Purchase | Action) -> tuple[int, tuple[dict[s
         )
     dl.check_purchase(basis.amount_minor)
     currency = basis.currency_code
-    try:
-        exponent = get_currency_precision(currency)
-    except UnknownCurrencyError:
+    # get_currency_precision answers 2 for codes it does not know, so ask first.
+    if not is_currency(currency):
         raise InvalidArgument.on_field(
             "purchase.currency_code", "INVALID_CURRENCY_CODE", "an ISO 4217 code like USD"
-        ) from None
+        )
+    exponent = get_currency_precision(currency)
     if currency != partner.settings.earn_currency_code:
         raise InvalidArgument.on_field(
             "purchase.currency_code",
