@@ -29,6 +29,7 @@ from gateway.domain.pii import PiiVault
 from gateway.entrypoints.grpc.server import TlsConfig, add_port, create_server
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
+from gateway.service.verify import verify
 
 TEST_SECRET_KEY = b"test-secret-key-for-coalition-0123456789abcdef"
 DATABASE_ENV = "COALITION_TEST_DATABASE_URL"
@@ -80,7 +81,11 @@ async def _truncate(db: Database) -> None:
 async def ctx(database: Database) -> AsyncIterator[AppContext]:
     """A clean database, a fixed clock and the test secret key; the CA when a test adds it."""
     await _truncate(database)
-    yield AppContext(database=database, vault=PiiVault(TEST_SECRET_KEY), clock=FixedClock())
+    context = AppContext(database=database, vault=PiiVault(TEST_SECRET_KEY), clock=FixedClock())
+    yield context
+    # Every test leaves a ledger whose invariants hold (what `coalition ledger verify` checks).
+    report = await verify(context)
+    assert report.ok, report.problems
 
 
 @pytest.fixture
