@@ -14,6 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.domain import errors
+from gateway.entrypoints.grpc.convert import check_string_sizes
 
 DOMAIN = "coalition.v1"
 log = logging.getLogger("coalition.grpc")
@@ -84,15 +85,13 @@ def rpc(handler: H[R]) -> H[R]:
     @functools.wraps(handler)
     async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
-            from gateway.entrypoints.grpc.convert import check_string_sizes
-
             if isinstance(request, Message):  # streams are checked item by item
                 check_string_sizes(request)  # before any parsing: oversized input fails first
             return await handler(self, request, context)
         except errors.CoalitionError as err:
             await context.abort_with_status(to_status(err))
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError":
+            if isinstance(exc, grpc.aio.AbortError):  # abort_with_status above, passing through
                 raise
             log.exception("unhandled error in %s", handler.__qualname__)
             await context.abort_with_status(INTERNAL)

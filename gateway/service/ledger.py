@@ -636,6 +636,19 @@ async def settle_due(
     return settled
 
 
+async def current_balance(ctx: AppContext, member_id: str) -> dl.Balance:
+    """The balance after vesting due earns and releasing expired holds (lazily, on read).
+
+    The common case, nothing due, is one read; only a member with something due pays a write.
+    """
+    async with ctx.database.connect() as conn:
+        if not await anything_due(conn, ctx, member_id):
+            return await balance_of(conn, member_id)
+    async with ctx.database.begin() as conn:
+        await settle_due(conn, ctx, member_id)
+        return await balance_of(conn, member_id)
+
+
 async def anything_due(conn: AsyncConnection, ctx: AppContext, member_id: str) -> bool:
     found = await conn.scalar(
         select(TXNS.c.seq)

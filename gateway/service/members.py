@@ -55,8 +55,10 @@ async def enroll(
     return member
 
 
-async def get(conn: AsyncConnection, ctx: AppContext, name: str) -> dm.Member:
-    member = await repo.find_member(conn, ctx.vault, id=dm.parse_member_name(name))
+async def get(
+    conn: AsyncConnection, ctx: AppContext, name: str, field_path: str = "name"
+) -> dm.Member:
+    member = await repo.find_member(conn, ctx.vault, id=dm.parse_member_name(name, field_path))
     if member is None:
         raise member_not_found(name)
     return member
@@ -101,12 +103,7 @@ async def lookup(
     field_prefix names where the identifier sits in the request ("member.") for errors.
     """
     if kind == "member":
-        member = await repo.find_member(
-            conn, ctx.vault, id=dm.parse_member_name(value, field_prefix + kind)
-        )
-        if member is None:
-            raise member_not_found(value)
-        return member
+        return await get(conn, ctx, value, field_prefix + kind)
     if kind == "loyalty_number":
         number = dm.parse_loyalty_number(value, field_prefix + kind)
         found = await repo.find_member(conn, ctx.vault, loyalty_number=number)

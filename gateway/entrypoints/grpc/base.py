@@ -87,7 +87,7 @@ class Servicer:
             )
         return partner
 
-    def read(self, request: Message) -> Any:
+    def read(self) -> Any:
         """A connection for a read-only request."""
         return self.ctx.database.connect()
 

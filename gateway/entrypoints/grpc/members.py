@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coalition.v1 import members_pb2 as pb
 from coalition.v1 import members_pb2_grpc
-from gateway.domain import ledger as dl
 from gateway.domain.partners import parse_partner_name
 from gateway.entrypoints.errors import rpc
 from gateway.entrypoints.grpc.base import Servicer, not_yet
@@ -42,9 +41,9 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
     async def GetMember(
         self, request: pb.GetMemberRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMemberResponse:
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             member = await members_service.get(conn, self.ctx, request.name)
-        balance = await self.current_balance(member.id)
+        balance = await ledger.current_balance(self.ctx, member.id)
         return pb.GetMemberResponse(
             member=member_to_proto(member), balance=balance_to_proto(balance, member.tier)
         )
@@ -73,7 +72,7 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
         kind = request.WhichOneof("kind")
         if kind in ("partner_account", "program_number"):
             raise not_yet(SERVICE, f"LookupMember.{kind}", LINKING)
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             member = await members_service.lookup(
                 conn,
                 self.ctx,
@@ -87,21 +86,12 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
     async def GetBalance(
         self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBalanceResponse:
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-        balance = await self.current_balance(member.id)
+        balance = await ledger.current_balance(self.ctx, member.id)
         return pb.GetBalanceResponse(balance=balance_to_proto(balance, member.tier))
-
-    async def current_balance(self, member_id: str) -> dl.Balance:
-        """The balance after vesting due earns and releasing expired holds (lazily, on read)."""
-        async with self.ctx.database.connect() as conn:
-            if not await ledger.anything_due(conn, self.ctx, member_id):
-                return await ledger.balance_of(conn, member_id)
-        async with self.ctx.database.begin() as conn:
-            await ledger.settle_due(conn, self.ctx, member_id)
-            return await ledger.balance_of(conn, member_id)
 
     @rpc
     async def ListTransactions(
@@ -113,7 +103,7 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             partner_id = parse_partner_name(request.partner, "partner") if request.partner else None
         else:
             partner_id = caller.partner_id  # a partner sees only its own transactions
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )

@@ -58,7 +58,7 @@ class PartnerServicer(Servicer, partners_pb2_grpc.PartnerServiceServicer):
         if not caller.is_operator and caller.partner_id != partner_id:
             # Same answer as a missing partner: another partner's existence is not disclosed.
             raise partner_service.partner_not_found(partner_id)
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             partner = await partner_service.get(conn, partner_id)
         return pb.GetPartnerResponse(partner=partner_to_proto(partner))
 
@@ -67,7 +67,7 @@ class PartnerServicer(Servicer, partners_pb2_grpc.PartnerServiceServicer):
         self, request: pb.ListPartnersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPartnersResponse:
         kind = partner_type_filter(request.type)
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             page, token = await partner_service.list_page(
                 conn, request.page_size, request.page_token, kind
             )
@@ -128,7 +128,7 @@ class PartnerServicer(Servicer, partners_pb2_grpc.PartnerServiceServicer):
         self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListApiKeysResponse:
         partner_id = parse_partner_name(request.parent, "parent")
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             keys, token = await partner_service.list_api_keys(
                 conn, partner_id, request.page_size, request.page_token
             )

@@ -41,7 +41,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         self, request: pb.QuoteEarnRequest, context: grpc.aio.ServicerContext
     ) -> pb.QuoteEarnResponse:
         _no_agency_yet(request.on_behalf_of)
-        async with self.read(request) as conn:
+        async with self.read() as conn:
             partner = await self.acting_partner(conn)
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
