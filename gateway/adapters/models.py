@@ -73,6 +73,12 @@ class PartnerRow(Base):
     settlement_currency_code: Mapped[str] = mapped_column(String(3))
     webhook_url: Mapped[str] = mapped_column(String(2048), default="")
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    category_rates: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    """JSON {category: decimal string}: points per major unit for that category."""
+    earn_rounding: Mapped[str] = mapped_column(String(8), default="DOWN", server_default="DOWN")
+    minimum_spend_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Minor units of earn_currency_code."""
+    transaction_cap_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     create_time: Mapped[datetime]
     update_time: Mapped[datetime]
 
@@ -125,6 +131,8 @@ class MemberRow(Base):
     locale: Mapped[str] = mapped_column(String(35), default="en")
     marketing_consent: Mapped[bool] = mapped_column(Boolean, default=False)
     tier: Mapped[str] = mapped_column(String(32), default="BLUE")
+    tier_review_time: Mapped[datetime | None] = mapped_column(index=True)
+    """When the tier is next reviewed; None at the base tier (nothing to review)."""
     create_time: Mapped[datetime]
     update_time: Mapped[datetime]
 
@@ -212,3 +220,107 @@ class PostingRow(Base):
     asset: Mapped[str] = mapped_column(String(16))
     amount: Mapped[int] = mapped_column(BigInteger)
     """Signed; a transaction's postings sum to zero per asset."""
+
+
+# -- earn rules, campaigns, tiers ------------------------------------------------------------
+
+
+class ExchangeRateRow(Base):
+    """The operator's rates: 1 unit of base_currency is `rate` units of quote_currency."""
+
+    __tablename__ = "exchange_rates"
+
+    id: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    base_currency: Mapped[str] = mapped_column(String(3))
+    quote_currency: Mapped[str] = mapped_column(String(3))
+    rate: Mapped[str] = mapped_column(String(32))
+    """A decimal string (exact)."""
+    effective_time: Mapped[datetime]
+    create_time: Mapped[datetime]
+
+    __table_args__ = (
+        Index(
+            "ix_exchange_rates_pair_effective",
+            "base_currency",
+            "quote_currency",
+            "effective_time",
+            unique=True,
+        ),
+    )
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    display_name: Mapped[str] = mapped_column(String(200))
+    start_time: Mapped[datetime]
+    end_time: Mapped[datetime]
+    days_of_week: Mapped[str] = mapped_column(String(16), default="")
+    """ISO weekday digits, e.g. "67" for Saturday and Sunday; empty = every day."""
+    start_hour: Mapped[int] = mapped_column(Integer, default=0)
+    end_hour: Mapped[int] = mapped_column(Integer, default=0)
+    categories: Mapped[str] = mapped_column(Text, default="[]")
+    """JSON list of category codes; empty = all."""
+    multiplier: Mapped[str] = mapped_column(String(16), default="")
+    """A decimal string; empty = none."""
+    bonus_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    action: Mapped[str] = mapped_column(String(64), default="")
+    member_budget_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_budget_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    budget_spent_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Points paid, kept only for campaigns with a total budget (the guarded counter)."""
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_campaigns_partner_end", "partner_id", "end_time"),)
+
+
+class CampaignAwardRow(Base):
+    """Bonus points a campaign paid with one earn: the budgets' source of truth."""
+
+    __tablename__ = "campaign_awards"
+
+    id: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
+    transaction_id: Mapped[str] = mapped_column(String(32))
+    points: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_campaign_awards_campaign_member", "campaign_id", "member_id"),)
+
+
+class QualifyingPointsRow(Base):
+    """Tier-qualifying points: + base points of an earn, - their share of each reversal."""
+
+    __tablename__ = "tier_qualifying"
+
+    id: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
+    transaction_id: Mapped[str] = mapped_column(String(32), index=True)
+    """The earn, or the reversal that nets it."""
+    points: Mapped[int] = mapped_column(BigInteger)
+    earn_time: Mapped[datetime]
+    """The earn's time, also on its reversals, so a reversal nets the window its earn is in."""
+    record_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_tier_qualifying_member_earn", "member_id", "earn_time"),)
+
+
+class OutboxEventRow(Base):
+    """Events written in the same transaction as the change they announce; delivered later."""
+
+    __tablename__ = "outbox_events"
+
+    seq: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    type: Mapped[str] = mapped_column(String(40))
+    """"TierChanged", ..."""
+    subject: Mapped[str] = mapped_column(String(120))
+    """The resource the event is about ("members/{member}")."""
+    payload: Mapped[str] = mapped_column(Text)
+    """JSON."""
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_outbox_events_subject_seq", "subject", "seq"),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,15 +11,24 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.adapters.models import ApiKeyRow, MemberRow, PartnerAirlineRow, PartnerRow, table_of
+from gateway.adapters.models import (
+    ApiKeyRow,
+    MemberBalanceRow,
+    MemberRow,
+    PartnerAirlineRow,
+    PartnerRow,
+    table_of,
+)
 from gateway.domain.members import ContactDetails, Member
 from gateway.domain.partners import Partner, PartnerSettings, PartnerType
 from gateway.domain.pii import PiiVault
+from gateway.domain.rules import Rounding
 
 MEMBERS = table_of(MemberRow)
 PARTNERS = table_of(PartnerRow)
 AIRLINES = table_of(PartnerAirlineRow)
 API_KEYS = table_of(ApiKeyRow)
+BALANCES = table_of(MemberBalanceRow)
 
 
 # -- members ---------------------------------------------------------------------------------
@@ -39,6 +49,7 @@ def _member(row: Any, vault: PiiVault) -> Member:
         tier=row.tier,
         create_time=row.create_time,
         update_time=row.update_time,
+        tier_review_time=row.tier_review_time,
     )
 
 
@@ -96,6 +107,17 @@ async def find_member(conn: AsyncConnection, vault: PiiVault, **by: str) -> Memb
     return _member(row, vault) if row else None
 
 
+async def lock_member(conn: AsyncConnection, member_id: str) -> None:
+    """Serialize this transaction with every other change of the member's points and tier.
+
+    PostgreSQL takes the balance row's lock until commit; SQLite has one writer at a time
+    already (BEGIN IMMEDIATE), and SQLAlchemy leaves FOR UPDATE out there.
+    """
+    await conn.execute(
+        select(BALANCES.c.member_id).where(BALANCES.c.member_id == member_id).with_for_update()
+    )
+
+
 # -- partners --------------------------------------------------------------------------------
 
 
@@ -111,6 +133,13 @@ def _partner(row: Any, airlines: tuple[str, ...]) -> Partner:
             webhook_url=row.webhook_url,
             authorized_airlines=airlines,
             time_zone=row.time_zone,
+            category_rates=tuple(
+                (category, Decimal(rate))
+                for category, rate in json.loads(row.category_rates).items()
+            ),
+            earn_rounding=Rounding(row.earn_rounding),
+            minimum_spend_minor=row.minimum_spend_minor,
+            transaction_cap_points=row.transaction_cap_points,
         ),
         create_time=row.create_time,
         update_time=row.update_time,
@@ -125,6 +154,10 @@ def _settings_values(settings: PartnerSettings) -> dict[str, Any]:
         "settlement_currency_code": settings.settlement_currency_code,
         "webhook_url": settings.webhook_url,
         "time_zone": settings.time_zone,
+        "category_rates": json.dumps({c: str(r) for c, r in settings.category_rates}),
+        "earn_rounding": settings.earn_rounding.value,
+        "minimum_spend_minor": settings.minimum_spend_minor,
+        "transaction_cap_points": settings.transaction_cap_points,
     }
 
 

@@ -30,7 +30,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
 
 from gateway.domain.errors import FailedPrecondition, InvalidArgument
 
@@ -43,8 +42,11 @@ HOLD_DURATION_S_DEFAULT = 15 * 60
 HOLD_DURATION_S_MAX = 30 * 24 * 3600
 VEST_DELAY_S_MAX = 400 * 24 * 3600
 """A vest time more than about 13 months ahead is refused."""
+OCCUR_TIME_SKEW_S_MAX = 5 * 60
+"""A purchase reported this far in the future is tolerated as clock skew, and no further."""
+OCCUR_TIME_AGE_S_MAX = 400 * 24 * 3600
+"""A purchase older than about 13 months is too old to earn (or to evaluate campaigns for)."""
 PARTNER_REFERENCE_CHARS_MAX = 128
-ACTION_CODE_CHARS_MAX = 64
 
 
 class TxnType(enum.StrEnum):
@@ -132,12 +134,6 @@ def check_reference(reference: str, field: str = "partner_reference") -> str:
     return reference
 
 
-def points_for_purchase(amount_minor: int, exponent: int, rate: Decimal) -> int:
-    """Base points for a purchase: rate per major unit, rounded down (never over-issue)."""
-    major = Decimal(amount_minor).scaleb(-exponent)
-    return int((major * rate).to_integral_value(rounding=ROUND_FLOOR))
-
-
 def check_purchase(amount_minor: int) -> int:
     if not 0 < amount_minor <= PURCHASE_AMOUNT_MINOR_MAX:
         raise InvalidArgument.on_field(
@@ -155,6 +151,23 @@ def hold_expiry(now: datetime, seconds: int | None) -> datetime:
             f"between 1 second and {HOLD_DURATION_S_MAX // 86_400} days",
         )
     return now + timedelta(seconds=duration)
+
+
+def check_occur_time(
+    now: datetime, occur_time: datetime | None, future_ok: bool = False
+) -> datetime:
+    """When the purchase happened (now if unset); quotes may ask about the future."""
+    if occur_time is None:
+        return now
+    if not future_ok and occur_time - now > timedelta(seconds=OCCUR_TIME_SKEW_S_MAX):
+        raise InvalidArgument.on_field(
+            "occur_time", "INVALID_OCCUR_TIME", "a purchase cannot happen in the future"
+        )
+    if abs(now - occur_time) > timedelta(seconds=OCCUR_TIME_AGE_S_MAX):
+        raise InvalidArgument.on_field(
+            "occur_time", "INVALID_OCCUR_TIME", "within about 13 months of now"
+        )
+    return occur_time
 
 
 def check_vest_time(now: datetime, vest_time: datetime | None) -> datetime | None:

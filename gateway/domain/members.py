@@ -147,6 +147,7 @@ class Member:
     tier: str
     create_time: datetime
     update_time: datetime
+    tier_review_time: datetime | None = None
 
     @property
     def name(self) -> str:

@@ -10,7 +10,9 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.domain import rules
 from gateway.domain.errors import InvalidArgument, require
+from gateway.domain.ledger import POINTS_PER_TRANSACTION_MAX, PURCHASE_AMOUNT_MINOR_MAX
 
 DISPLAY_NAME_CHARS_MAX = 200
 WEBHOOK_URL_CHARS_MAX = 2048
@@ -47,6 +49,13 @@ class PartnerSettings:
     webhook_url: str = ""
     authorized_airlines: tuple[str, ...] = ()  # partner ids, not names
     time_zone: str = "UTC"
+    category_rates: tuple[tuple[str, Decimal], ...] = ()
+    """(category, points per major unit): replaces base_earn_rate for that category."""
+    earn_rounding: rules.Rounding = rules.Rounding.DOWN
+    minimum_spend_minor: int = 0
+    """In earn_currency_code minor units; a smaller purchase earns nothing. 0 = none."""
+    transaction_cap_points: int = 0
+    """Most base + tier bonus points one earn can give; 0 = no cap."""
 
 
 @dataclass(frozen=True)
@@ -181,4 +190,40 @@ def validate_settings(settings: PartnerSettings, prefix: str = "partner") -> Par
         webhook_url=parse_webhook_url(settings.webhook_url, f"{prefix}.webhook_url"),
         time_zone=parse_time_zone(settings.time_zone, f"{prefix}.time_zone"),
         authorized_airlines=tuple(dict.fromkeys(settings.authorized_airlines)),
+        category_rates=_category_rates(settings.category_rates, f"{prefix}.category_rates"),
+        minimum_spend_minor=_bounded(
+            settings.minimum_spend_minor, PURCHASE_AMOUNT_MINOR_MAX, f"{prefix}.minimum_spend_minor"
+        ),
+        transaction_cap_points=_bounded(
+            settings.transaction_cap_points,
+            POINTS_PER_TRANSACTION_MAX,
+            f"{prefix}.transaction_cap_points",
+        ),
     )
+
+
+def _bounded(value: int, high: int, field_path: str) -> int:
+    require(0 <= value <= high, field_path, "OUT_OF_RANGE", f"between 0 and {high:,}")
+    return value
+
+
+def _category_rates(
+    rates: tuple[tuple[str, Decimal], ...], field_path: str
+) -> tuple[tuple[str, Decimal], ...]:
+    require(
+        len(rates) <= rules.CATEGORY_RATES_MAX,
+        field_path,
+        "TOO_MANY_CATEGORIES",
+        f"at most {rules.CATEGORY_RATES_MAX}",
+    )
+    seen: dict[str, Decimal] = {}
+    for i, (category, rate) in enumerate(rates):
+        name = rules.parse_category(category, f"{field_path}[{i}].category")
+        require(
+            name not in seen,
+            f"{field_path}[{i}].category",
+            "DUPLICATE_CATEGORY",
+            f"{name!r} has a rate already",
+        )
+        seen[name] = rate
+    return tuple(sorted(seen.items()))

@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import select, update
 
 from gateway.adapters import repository as repo
+from gateway.domain.errors import FailedPrecondition
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
-from gateway.service import ledger
+from gateway.domain.rules import Campaign
+from gateway.service import campaigns, earning, ledger, rates
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -34,6 +36,8 @@ class DemoPartner:
     currency: str = "USD"
     airlines: tuple[str, ...] = ()
     time_zone: str = "UTC"
+    category_rates: tuple[tuple[str, Decimal], ...] = ()
+    cap: int = 0
 
 
 PARTNERS = (
@@ -43,6 +47,8 @@ PARTNERS = (
         "Grand Harbor Hotels",
         "10",
         time_zone="America/New_York",
+        category_rates=(("spa", Decimal(15)), ("dining", Decimal(5))),
+        cap=50_000,
     ),
     DemoPartner(
         "swiftride", PartnerType.RIDE_SHARE, "SwiftRide", "2", time_zone="America/Los_Angeles"
@@ -121,6 +127,8 @@ async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
                     settlement_currency_code=p.currency,
                     authorized_airlines=p.airlines,
                     time_zone=p.time_zone,
+                    category_rates=p.category_rates,
+                    transaction_cap_points=p.cap,
                 )
                 await partner_service.create(conn, ctx, p.id, p.type, settings)
             _, secret = await partner_service.create_api_key(conn, ctx, p.id, DEMO_KEY_LABEL)
@@ -132,6 +140,7 @@ async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
                     "api_key": secret,
                 }
             )
+        await _seed_programme(ctx, conn)
         for display_name, phone, locale in MEMBERS:
             found = await conn.scalar(
                 select(repo.MEMBERS.c.id).where(
@@ -156,6 +165,42 @@ async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
     return out
 
 
+DEMO_CAMPAIGN_DAYS = 365
+DEMO_RATES = (("EUR", "USD", "1.08"), ("GBP", "USD", "1.27"), ("USD", "CAD", "1.38"))
+
+
+async def _seed_programme(ctx: AppContext, conn: Any) -> None:
+    """Exchange rates and two hotel campaigns, created once (rates: once a day)."""
+    now = ctx.clock.now()
+    for base, quote, rate in DEMO_RATES:
+        try:
+            await rates.conversion(conn, base, quote, now)
+        except FailedPrecondition:
+            await rates.set_rate(conn, ctx, base, quote, Decimal(rate))
+    hotel = await partner_service.get(conn, "grand-harbor-hotels")
+    existing, _ = await campaigns.list_page(conn, hotel.id, 1, "")
+    if existing:
+        return
+    end = now + timedelta(days=DEMO_CAMPAIGN_DAYS)
+    for draft in (
+        Campaign(
+            "", "", "Double points weekends", now, end, frozenset({6, 7}), multiplier=Decimal(2)
+        ),
+        Campaign(
+            "",
+            "",
+            "Review your stay",
+            now,
+            end,
+            bonus_points=250,
+            action="REVIEW",
+            member_budget_points=1_000,
+            total_budget_points=100_000,
+        ),
+    ):
+        await campaigns.create(conn, ctx, hotel, draft)
+
+
 DEMO_ACTIVE_MEMBERS = 12
 """Members who get a short history: stays, rides, a purchase, a redemption, a pending stay."""
 
@@ -172,30 +217,40 @@ async def _seed_activity(ctx: AppContext, conn: Any, member_id: str, index: int)
     rides = await partner_service.get(conn, "swiftride")
     market = await partner_service.get(conn, "maple-market")
     stay = 180_00 + index * 35_00  # USD minor units
-    await ledger.earn(
-        conn, ctx, hotel, member_id, ledger.Purchase(stay, "USD", "room"), f"FOLIO-{1000 + index}"
+    await earning.earn(
+        conn, ctx, hotel, member_id, earning.Purchase(stay, "USD", "room"), f"FOLIO-{1000 + index}"
     )
+    if index < 2:  # two frequent guests: Gold and Silver
+        for night in range(12 if index == 0 else 4):
+            await earning.earn(
+                conn,
+                ctx,
+                hotel,
+                member_id,
+                earning.Purchase(129_00, "USD", "room"),
+                f"FOLIO-{5000 + 100 * index + night}",
+            )
     for ride in range(index % 4 + 1):
-        await ledger.earn(
+        await earning.earn(
             conn,
             ctx,
             rides,
             member_id,
-            ledger.Purchase(12_50 + ride * 7_25, "USD", "ride"),
+            earning.Purchase(12_50 + ride * 7_25, "USD", "ride"),
             f"RIDE-{index}-{ride}",
         )
-    await ledger.earn(
-        conn, ctx, market, member_id, ledger.Purchase(64_99, "CAD", "groceries"), f"RCPT-{index}"
+    await earning.earn(
+        conn, ctx, market, member_id, earning.Purchase(64_99, "CAD", "groceries"), f"RCPT-{index}"
     )
     if index % 3 == 0:
         await ledger.redeem(conn, ctx, market.id, member_id, 500, f"REDEEM-{index}")
     if index % 4 == 1:
-        await ledger.earn(
+        await earning.earn(
             conn,
             ctx,
             hotel,
             member_id,
-            ledger.Purchase(420_00, "USD", "room"),
+            earning.Purchase(420_00, "USD", "room"),
             f"FOLIO-{2000 + index}",
             vest_time=ctx.clock.now() + timedelta(days=14),
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from gateway.adapters.db import Database
 from gateway.clock import Clock, SystemClock
 from gateway.domain.pii import PiiVault
+from gateway.domain.tiers import DEFAULT_LADDER, Ladder
 from partners.ca import CertificateAuthority
 
 
@@ -17,3 +18,5 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     ca: CertificateAuthority | None = None
     """The coalition CA, when this gateway may issue partner certificates."""
+    ladder: Ladder = DEFAULT_LADDER
+    """The tier ladder (COALITION_TIERS_FILE), the same for every gateway of a deployment."""

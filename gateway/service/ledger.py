@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from babel.numbers import get_currency_precision, is_currency
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,7 +26,7 @@ from gateway.adapters.models import (
 from gateway.domain import ledger as dl
 from gateway.domain import paging
 from gateway.domain.errors import FailedPrecondition, InvalidArgument, NotFound
-from gateway.domain.partners import Partner
+from gateway.service import tiers
 from gateway.service.context import AppContext
 
 TXNS = table_of(LedgerTransactionRow)
@@ -218,63 +217,20 @@ async def _load(
 # -- earning ---------------------------------------------------------------------------------
 
 
-def quote(partner: Partner, basis: Purchase | Action) -> tuple[int, tuple[dict[str, object], ...]]:
-    """Points and their breakdown for a purchase or an action; writes nothing."""
-    if isinstance(basis, Action):
-        dl.check_points(basis.points, "points")
-        if not basis.code or len(basis.code) > dl.ACTION_CODE_CHARS_MAX:
-            raise InvalidArgument.on_field(
-                "action", "INVALID_ACTION", f"1 to {dl.ACTION_CODE_CHARS_MAX} characters"
-            )
-        return basis.points, (
-            {
-                "kind": "ACTION",
-                "description": f"{basis.code}",
-                "points": basis.points,
-                "source": partner.name,
-            },
-        )
-    dl.check_purchase(basis.amount_minor)
-    currency = basis.currency_code
-    # get_currency_precision answers 2 for codes it does not know, so ask first.
-    if not is_currency(currency):
-        raise InvalidArgument.on_field(
-            "purchase.currency_code", "INVALID_CURRENCY_CODE", "an ISO 4217 code like USD"
-        )
-    exponent = get_currency_precision(currency)
-    if currency != partner.settings.earn_currency_code:
-        raise InvalidArgument.on_field(
-            "purchase.currency_code",
-            "CURRENCY_NOT_ACCEPTED",
-            f"{partner.name} earns in {partner.settings.earn_currency_code}",
-        )
-    rate = partner.settings.base_earn_rate
-    points = dl.points_for_purchase(basis.amount_minor, exponent, rate)
-    major = f"{basis.amount_minor / 10**exponent:,.{exponent}f}"
-    return points, (
-        {
-            "kind": "BASE",
-            "description": f"{rate} points per {currency} on {currency} {major}",
-            "points": points,
-            "source": partner.name,
-        },
-    )
-
-
 async def earn(
     conn: AsyncConnection,
     ctx: AppContext,
-    partner: Partner,
+    partner_id: str,
     member_id: str,
-    basis: Purchase | Action,
+    points: int,
+    breakdown: tuple[dict[str, object], ...],
     reference: str = "",
     vest_time: datetime | None = None,
     occur_time: datetime | None = None,
 ) -> dl.Transaction:
-    dl.check_reference(reference)
-    points, breakdown = quote(partner, basis)
+    """Post points the rules computed (gateway.service.earning decides how many)."""
     vest = dl.check_vest_time(ctx.clock.now(), vest_time)
-    source = dl.issued(partner.id)
+    source = dl.issued(partner_id)
     if vest is None:
         target, state, deltas = dl.available(member_id), dl.TxnState.POSTED, {"available": points}
     else:
@@ -285,7 +241,7 @@ async def earn(
         conn,
         ctx,
         member_id=member_id,
-        partner_id=partner.id,
+        partner_id=partner_id,
         kind=dl.TxnType.EARN,
         state=state,
         points=points,
@@ -501,8 +457,10 @@ async def reverse(
         update(TXNS)
         .where(TXNS.c.seq == seq, TXNS.c.reversed_points + amount <= func.abs(TXNS.c.points))
         .values(reversed_points=TXNS.c.reversed_points + amount)
+        .returning(TXNS.c.reversed_points)
     )
-    if claimed.rowcount != 1:
+    reversed_after = claimed.scalar_one_or_none()
+    if reversed_after is None:
         raise FailedPrecondition(
             "REVERSAL_EXCEEDS_ORIGINAL", "a concurrent reversal took the rest; read it again"
         )
@@ -517,7 +475,7 @@ async def reverse(
         postings = list(dl.move(dl.redeemed(partner), dl.available(member), amount))
         signed = amount
     assert balance is not None
-    return await _record(
+    txn = await _record(
         conn,
         ctx,
         member_id=member,
@@ -530,6 +488,11 @@ async def reverse(
         related_id=original.id,
         reference=reason or original.partner_reference,
     )
+    if original.type is dl.TxnType.EARN:
+        await tiers.record_reversal(
+            conn, ctx, original, txn.id, reversed_after - amount, reversed_after
+        )
+    return txn
 
 
 async def _cancel_pending(
@@ -572,7 +535,7 @@ async def _cancel_pending(
     member = earn_txn.member_id
     balance = await _change(conn, member, pending=-amount)
     assert balance is not None
-    return await _record(
+    txn = await _record(
         conn,
         ctx,
         member_id=member,
@@ -585,6 +548,9 @@ async def _cancel_pending(
         related_id=earn_txn.id,
         reference=reason or earn_txn.partner_reference,
     )
+    before = earn_txn.reversed_points
+    await tiers.record_reversal(conn, ctx, earn_txn, txn.id, before, before + amount)
+    return txn
 
 
 # -- time: vesting and hold expiry -----------------------------------------------------------

@@ -14,7 +14,6 @@ from gateway.service.context import AppContext
 
 LOYALTY_NUMBER_ATTEMPTS_MAX = 8
 """Draws of a fresh random number; 10^11 numbers make a second collision vanishingly rare."""
-TIER_DEFAULT = "BLUE"
 UPDATABLE_FIELDS = frozenset(
     {"display_name", "email", "phone_number", "locale", "marketing_consent"}
 )
@@ -49,7 +48,7 @@ async def enroll(
     else:
         raise RuntimeError("could not draw a free loyalty number")
     now = ctx.clock.now()
-    member = dm.Member(dm.new_member_id(), number, contact, TIER_DEFAULT, now, now)
+    member = dm.Member(dm.new_member_id(), number, contact, ctx.ladder.base.code, now, now)
     await repo.insert_member(conn, member, ctx.vault)
     await ledger.create_balance(conn, member.id)
     return member

@@ -28,6 +28,10 @@ UPDATABLE_FIELDS = frozenset(
         "webhook_url",
         "authorized_airlines",
         "time_zone",
+        "category_rates",
+        "earn_rounding",
+        "minimum_spend_minor",
+        "transaction_cap_points",
     }
 )
 _KEYS = repo.API_KEYS

@@ -233,12 +233,6 @@ async def test_jpy_partner_earns_on_whole_yen(gateway: Any, ledger: Ledger, memb
     ("fields", "reason", "field"),
     [
         pytest.param(
-            {"purchase": usd(1000, "EUR")},
-            "CURRENCY_NOT_ACCEPTED",
-            "purchase.currency_code",
-            id="other-currency",
-        ),
-        pytest.param(
             {"purchase": usd(1000, "XXZ")},
             "INVALID_CURRENCY_CODE",
             "purchase.currency_code",
@@ -249,7 +243,20 @@ async def test_jpy_partner_earns_on_whole_yen(gateway: Any, ledger: Ledger, memb
         ),
         pytest.param({}, "MISSING_BASIS", "basis", id="no-basis"),
         pytest.param(
-            {"action": "REVIEW_WRITTEN", "points": 0}, "INVALID_POINTS", "points", id="action-0"
+            {"action": "REVIEW_WRITTEN", "points": -1}, "INVALID_POINTS", "points", id="action-neg"
+        ),
+        pytest.param(
+            {"action": "review written", "points": 5}, "INVALID_ACTION", "action", id="action-code"
+        ),
+        pytest.param(
+            {
+                "purchase": common_pb2.Purchase(
+                    amount_minor=100, currency_code="USD", category="Spa!"
+                )
+            },
+            "INVALID_CATEGORY",
+            "purchase.category",
+            id="category",
         ),
     ],
 )

@@ -28,7 +28,6 @@ from coalition.v1 import (
 LATER_FILES = [rewards_pb2, donations_pb2, wallet_pb2, settlement_pb2]
 LATER_METHODS = {
     "coalition.v1.MemberService": ["LinkAccount", "UnlinkAccount", "ListLinkedAccounts"],
-    "coalition.v1.PartnerService": ["CreateCampaign", "ListCampaigns", "EndCampaign"],
     "coalition.v1.PointsService": ["StreamEarnPoints", "ConvertPoints"],
 }
 SERVED_METHODS = {
@@ -49,6 +48,9 @@ SERVED_METHODS = {
         "RevokeApiKey",
         "ListApiKeys",
         "IssueClientCertificate",
+        "CreateCampaign",
+        "ListCampaigns",
+        "EndCampaign",
     ],
     "coalition.v1.PointsService": [
         "QuoteEarn",

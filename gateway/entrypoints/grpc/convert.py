@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 from google.protobuf import timestamp_pb2
@@ -15,6 +15,8 @@ from gateway.domain import credentials as dc
 from gateway.domain import ledger as dl
 from gateway.domain import members as dm
 from gateway.domain import partners as dp
+from gateway.domain import rules as dr
+from gateway.domain import tiers as dt
 from gateway.domain.errors import InvalidArgument
 from gateway.domain.partners import parse_earn_rate, parse_partner_name
 
@@ -124,7 +126,31 @@ def partner_to_proto(partner: dp.Partner) -> partners_pb2.Partner:
         time_zone=s.time_zone,
         create_time=timestamp(partner.create_time),
         update_time=timestamp(partner.update_time),
+        category_rates=[
+            partners_pb2.CategoryRate(category=c, earn_rate=str(r)) for c, r in s.category_rates
+        ],
+        earn_rounding=_ROUNDING_TO_PROTO[s.earn_rounding],
+        minimum_spend_minor=s.minimum_spend_minor,
+        transaction_cap_points=s.transaction_cap_points,
     )
+
+
+_ROUNDING_TO_PROTO = {
+    r: partners_pb2.EarnRounding.Value(f"EARN_ROUNDING_{r.value}") for r in dr.Rounding
+}
+_ROUNDING_FROM_PROTO: dict[int, dr.Rounding] = {
+    partners_pb2.EARN_ROUNDING_UNSPECIFIED: dr.Rounding.DOWN,
+    **{v: k for k, v in _ROUNDING_TO_PROTO.items()},
+}
+
+
+def _rounding(value: int) -> dr.Rounding:
+    rounding = _ROUNDING_FROM_PROTO.get(value)
+    if rounding is None:
+        raise InvalidArgument.on_field(
+            "partner.earn_rounding", "INVALID_ROUNDING", "DOWN, NEAREST or UP"
+        )
+    return rounding
 
 
 def settings_from_proto(partner: partners_pb2.Partner) -> dp.PartnerSettings:
@@ -139,6 +165,73 @@ def settings_from_proto(partner: partners_pb2.Partner) -> dp.PartnerSettings:
             for i, a in enumerate(partner.authorized_airlines)
         ),
         time_zone=partner.time_zone or "UTC",
+        category_rates=tuple(
+            (r.category, parse_earn_rate(r.earn_rate, f"partner.category_rates[{i}].earn_rate"))
+            for i, r in enumerate(partner.category_rates)
+        ),
+        earn_rounding=_rounding(partner.earn_rounding),
+        minimum_spend_minor=partner.minimum_spend_minor,
+        transaction_cap_points=partner.transaction_cap_points,
+    )
+
+
+# -- campaigns -------------------------------------------------------------------------------
+
+
+def campaign_from_proto(campaign: partners_pb2.Campaign, now: datetime) -> dr.Campaign:
+    """A draft from the request; dr.validate_campaign checks it."""
+    days = set()
+    for i, day in enumerate(campaign.days_of_week):
+        if not 1 <= day <= 7:
+            raise InvalidArgument.on_field(
+                f"campaign.days_of_week[{i}]", "INVALID_DAY_OF_WEEK", "MONDAY to SUNDAY"
+            )
+        days.add(int(day))
+    if not campaign.HasField("end_time"):
+        raise InvalidArgument.on_field(
+            "campaign.end_time", "INVALID_CAMPAIGN_WINDOW", "a campaign needs an end_time"
+        )
+    start = campaign.start_time.ToDatetime(UTC) if campaign.HasField("start_time") else now
+    return dr.Campaign(
+        id="",
+        partner_id="",
+        display_name=campaign.display_name,
+        start_time=start,
+        end_time=campaign.end_time.ToDatetime(UTC),
+        days_of_week=frozenset(days),
+        start_hour=campaign.start_hour,
+        end_hour=campaign.end_hour,
+        categories=frozenset(
+            dr.parse_category(c, f"campaign.categories[{i}]")
+            for i, c in enumerate(campaign.categories)
+        ),
+        multiplier=dr.parse_multiplier(campaign.multiplier),
+        bonus_points=campaign.bonus_points,
+        action=campaign.action,
+        member_budget_points=campaign.member_budget_points,
+        total_budget_points=campaign.total_budget_points,
+    )
+
+
+def campaign_to_proto(campaign: dr.Campaign, spent: int) -> partners_pb2.Campaign:
+    return partners_pb2.Campaign(
+        name=campaign.name,
+        display_name=campaign.display_name,
+        start_time=timestamp(campaign.start_time),
+        end_time=timestamp(campaign.end_time),
+        days_of_week=[
+            cast(partners_pb2.DayOfWeek.ValueType, d) for d in sorted(campaign.days_of_week)
+        ],
+        start_hour=campaign.start_hour,
+        end_hour=campaign.end_hour,
+        categories=sorted(campaign.categories),
+        multiplier=str(campaign.multiplier) if campaign.multiplier is not None else "",
+        bonus_points=campaign.bonus_points,
+        action=campaign.action,
+        member_budget_points=campaign.member_budget_points,
+        total_budget_points=campaign.total_budget_points,
+        spent_points=spent,
+        create_time=timestamp(campaign.create_time),
     )
 
 
@@ -181,16 +274,28 @@ def component_to_proto(component: dict[str, object]) -> common_pb2.EarnComponent
     )
 
 
-def balance_to_proto(balance: dl.Balance, tier: str) -> common_pb2.Balance:
-    return common_pb2.Balance(
+def balance_to_proto(balance: dl.Balance, tier: str | dt.TierStatus) -> common_pb2.Balance:
+    """With a TierStatus, also the progress to the next tier and the review time."""
+    message = common_pb2.Balance(
         available_points=balance.available,
         pending_points=balance.pending,
         held_points=balance.held,
-        tier=tier,
     )
+    if isinstance(tier, str):
+        message.tier = tier
+        return message
+    message.tier = tier.tier.code
+    message.next_tier = tier.next_tier.code if tier.next_tier else ""
+    message.points_to_next_tier = tier.points_to_next_tier
+    message.qualifying_points = tier.qualifying_points
+    if tier.review_time is not None:
+        message.tier_review_time.FromDatetime(tier.review_time)
+    return message
 
 
-def transaction_to_proto(txn: dl.Transaction, tier: str) -> common_pb2.PointsTransaction:
+def transaction_to_proto(
+    txn: dl.Transaction, tier: str | dt.TierStatus
+) -> common_pb2.PointsTransaction:
     related = f"members/{txn.member_id}/transactions/{txn.related_id}" if txn.related_id else ""
     return common_pb2.PointsTransaction(
         name=txn.name,

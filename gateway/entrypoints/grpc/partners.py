@@ -11,21 +11,23 @@ from gateway.domain import errors
 from gateway.domain.partners import parse_partner_name
 from gateway.entrypoints.auth import Authenticator
 from gateway.entrypoints.errors import rpc
-from gateway.entrypoints.grpc.base import Servicer, not_yet
+from gateway.entrypoints.grpc.base import Servicer
 from gateway.entrypoints.grpc.convert import (
     api_key_to_proto,
+    campaign_from_proto,
+    campaign_to_proto,
     partner_to_proto,
     partner_type_filter,
     partner_type_from_proto,
     settings_from_proto,
     timestamp,
 )
+from gateway.service import campaigns
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
 from partners.ca import CLIENT_CERT_VALIDITY_DAYS_DEFAULT
 
 SERVICE = "coalition.v1.PartnerService"
-CAMPAIGNS = "earn rules and campaigns"
 SECONDS_PER_DAY = 86_400
 
 
@@ -178,22 +180,45 @@ class PartnerServicer(Servicer, partners_pb2_grpc.PartnerServiceServicer):
             redact=without_key,
         )
 
-    # Campaigns land with the earn-rules release; until then these say so precisely.
-
     @rpc
     async def CreateCampaign(
         self, request: pb.CreateCampaignRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCampaignResponse:
-        raise not_yet(SERVICE, "CreateCampaign", CAMPAIGNS)
+        partner_id = parse_partner_name(request.parent, "parent")
+        draft = campaign_from_proto(request.campaign, self.ctx.clock.now())
+
+        async def work(conn: AsyncConnection) -> pb.CreateCampaignResponse:
+            partner = await partner_service.get(conn, partner_id)
+            campaign = await campaigns.create(conn, self.ctx, partner, draft)
+            return pb.CreateCampaignResponse(campaign=campaign_to_proto(campaign, 0))
+
+        return await self.once("CreateCampaign", request, pb.CreateCampaignResponse, work)
 
     @rpc
     async def ListCampaigns(
         self, request: pb.ListCampaignsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCampaignsResponse:
-        raise not_yet(SERVICE, "ListCampaigns", CAMPAIGNS)
+        partner_id = parse_partner_name(request.parent, "parent")
+        async with self.read() as conn:
+            await partner_service.get(conn, partner_id)
+            page, token = await campaigns.list_page(
+                conn, partner_id, request.page_size, request.page_token
+            )
+            spent = await campaigns.spent(conn, [c.id for c in page])
+        return pb.ListCampaignsResponse(
+            campaigns=[campaign_to_proto(c, spent.get(c.id, 0)) for c in page],
+            next_page_token=token,
+        )
 
     @rpc
     async def EndCampaign(
         self, request: pb.EndCampaignRequest, context: grpc.aio.ServicerContext
     ) -> pb.EndCampaignResponse:
-        raise not_yet(SERVICE, "EndCampaign", CAMPAIGNS)
+        async def work(conn: AsyncConnection) -> pb.EndCampaignResponse:
+            campaign = await campaigns.end(conn, self.ctx, request.name)
+            spent = await campaigns.spent(conn, [campaign.id])
+            return pb.EndCampaignResponse(
+                campaign=campaign_to_proto(campaign, spent.get(campaign.id, 0))
+            )
+
+        return await self.once("EndCampaign", request, pb.EndCampaignResponse, work)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import cast
 
 import grpc
+from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coalition.v1 import points_pb2 as pb
@@ -13,21 +15,30 @@ from gateway.domain import errors
 from gateway.entrypoints.errors import rpc
 from gateway.entrypoints.grpc.base import Servicer, not_yet
 from gateway.entrypoints.grpc.convert import component_to_proto, transaction_to_proto
-from gateway.service import ledger
+from gateway.service import earning, ledger, tiers
 
 SERVICE = "coalition.v1.PointsService"
 
 
-def _basis(request: pb.EarnPointsRequest | pb.QuoteEarnRequest) -> ledger.Purchase | ledger.Action:
+def _basis(
+    request: pb.EarnPointsRequest | pb.QuoteEarnRequest,
+) -> earning.Purchase | earning.Action:
     kind = request.WhichOneof("basis")
     if kind == "purchase":
         p = request.purchase
-        return ledger.Purchase(p.amount_minor, p.currency_code, p.category)
+        return earning.check_basis(earning.Purchase(p.amount_minor, p.currency_code, p.category))
     if kind == "action":
-        return ledger.Action(request.action, request.points)
+        return earning.check_basis(earning.Action(request.action, request.points))
     raise errors.InvalidArgument.on_field(
         "basis", "MISSING_BASIS", "set purchase (amount and currency) or action (with points)"
     )
+
+
+def _time(message: Message, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    stamp = getattr(message, field)
+    return cast(datetime, stamp.ToDatetime(tzinfo=UTC))
 
 
 def _no_agency_yet(on_behalf_of: str) -> None:
@@ -41,16 +52,19 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         self, request: pb.QuoteEarnRequest, context: grpc.aio.ServicerContext
     ) -> pb.QuoteEarnResponse:
         _no_agency_yet(request.on_behalf_of)
+        basis = _basis(request)
+        occur = _time(request, "occur_time")
         async with self.read() as conn:
             partner = await self.acting_partner(conn)
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-            points, breakdown = ledger.quote(partner, _basis(request))
+            quote, tier = await earning.quote_only(conn, self.ctx, partner, member.id, basis, occur)
         return pb.QuoteEarnResponse(
-            points=points,
-            breakdown=[component_to_proto(c) for c in breakdown],
-            tier=member.tier,
+            points=quote.points,
+            breakdown=[component_to_proto(c) for c in quote.breakdown()],
+            tier=tier.code,
+            qualifying_points=quote.qualifying_points,
         )
 
     @rpc
@@ -59,20 +73,18 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
     ) -> pb.EarnPointsResponse:
         _no_agency_yet(request.on_behalf_of)
         basis = _basis(request)
-        vest = request.vest_time.ToDatetime(tzinfo=UTC) if request.HasField("vest_time") else None
-        occur = (
-            request.occur_time.ToDatetime(tzinfo=UTC) if request.HasField("occur_time") else None
-        )
+        vest, occur = _time(request, "vest_time"), _time(request, "occur_time")
 
         async def work(conn: AsyncConnection) -> pb.EarnPointsResponse:
             partner = await self.acting_partner(conn)
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-            txn = await ledger.earn(
+            txn = await earning.earn(
                 conn, self.ctx, partner, member.id, basis, request.partner_reference, vest, occur
             )
-            return pb.EarnPointsResponse(transaction=transaction_to_proto(txn, member.tier))
+            standing = await tiers.status(conn, self.ctx, member.id)
+            return pb.EarnPointsResponse(transaction=transaction_to_proto(txn, standing))
 
         return await self.once("EarnPoints", request, pb.EarnPointsResponse, work)
 

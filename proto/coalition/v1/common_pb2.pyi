@@ -289,6 +289,8 @@ class Balance(_message.Message):
     EXPIRING_POINTS_FIELD_NUMBER: _builtins.int
     EXPIRING_TIME_FIELD_NUMBER: _builtins.int
     NEXT_TIER_FIELD_NUMBER: _builtins.int
+    QUALIFYING_POINTS_FIELD_NUMBER: _builtins.int
+    TIER_REVIEW_TIME_FIELD_NUMBER: _builtins.int
     available_points: _builtins.int
     """Points the member can spend now. Negative only after a clawback of already spent points."""
     pending_points: _builtins.int
@@ -303,9 +305,19 @@ class Balance(_message.Message):
     """Points that expire next, at expiring_time; 0 when nothing is due to expire."""
     next_tier: _builtins.str
     """The next tier's name; empty at the top tier."""
+    qualifying_points: _builtins.int
+    """Tier-qualifying points in the rolling 12 months: base purchase points net of reversals
+    (bonuses, actions, conversions and donations do not count).
+    """
     @_builtins.property
     def expiring_time(self) -> _timestamp_pb2.Timestamp:
         """When expiring_points expire."""
+
+    @_builtins.property
+    def tier_review_time(self) -> _timestamp_pb2.Timestamp:
+        """When the tier is next reviewed (too few qualifying points then: one tier down). Unset at
+        the base tier.
+        """
 
     def __init__(
         self,
@@ -318,10 +330,12 @@ class Balance(_message.Message):
         expiring_points: _builtins.int = ...,
         expiring_time: _timestamp_pb2.Timestamp | None = ...,
         next_tier: _builtins.str = ...,
+        qualifying_points: _builtins.int = ...,
+        tier_review_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expiring_time", b"expiring_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiring_time", b"expiring_time", "tier_review_time", b"tier_review_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_points", b"available_points", "expiring_points", b"expiring_points", "expiring_time", b"expiring_time", "held_points", b"held_points", "next_tier", b"next_tier", "pending_points", b"pending_points", "points_to_next_tier", b"points_to_next_tier", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_points", b"available_points", "expiring_points", b"expiring_points", "expiring_time", b"expiring_time", "held_points", b"held_points", "next_tier", b"next_tier", "pending_points", b"pending_points", "points_to_next_tier", b"points_to_next_tier", "qualifying_points", b"qualifying_points", "tier", b"tier", "tier_review_time", b"tier_review_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -338,7 +352,10 @@ class EarnComponent(_message.Message):
     POINTS_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """What produced the points: "BASE", "CATEGORY", "TIER_BONUS", "CAMPAIGN", "ACTION", "CAP"."""
+    """What produced the points, in evaluation order: "BASE" (or "CATEGORY", the category's own
+    rate), "TIER_BONUS", "CAP" (negative), "CAMPAIGN" (one per campaign that applied, possibly
+    0 when its budget is exhausted); "ACTION" for an action's own points.
+    """
     description: _builtins.str
     """Human-readable explanation ("10 points per USD on USD 120.00")."""
     points: _builtins.int

@@ -52,6 +52,36 @@ PARTNER_TYPE_CHARITY: PartnerType.ValueType  # 6
 """Receives donated points; reads only its own donations."""
 Global___PartnerType: _TypeAlias = PartnerType  # noqa: Y015
 
+class _EarnRounding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EarnRoundingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EarnRounding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EARN_ROUNDING_UNSPECIFIED: _EarnRounding.ValueType  # 0
+    """Same as DOWN."""
+    EARN_ROUNDING_DOWN: _EarnRounding.ValueType  # 1
+    """Toward zero: 10.9 points give 10. Never issues more than promised."""
+    EARN_ROUNDING_NEAREST: _EarnRounding.ValueType  # 2
+    """To the nearest, halves up: 10.5 give 11."""
+    EARN_ROUNDING_UP: _EarnRounding.ValueType  # 3
+    """Away from zero: 10.1 give 11."""
+
+class EarnRounding(_EarnRounding, metaclass=_EarnRoundingEnumTypeWrapper):
+    """How an earn's fractional points become whole points. Each breakdown component is rounded
+    on its own, so the components always add up to the total.
+    """
+
+EARN_ROUNDING_UNSPECIFIED: EarnRounding.ValueType  # 0
+"""Same as DOWN."""
+EARN_ROUNDING_DOWN: EarnRounding.ValueType  # 1
+"""Toward zero: 10.9 points give 10. Never issues more than promised."""
+EARN_ROUNDING_NEAREST: EarnRounding.ValueType  # 2
+"""To the nearest, halves up: 10.5 give 11."""
+EARN_ROUNDING_UP: EarnRounding.ValueType  # 3
+"""Away from zero: 10.1 give 11."""
+Global___EarnRounding: _TypeAlias = EarnRounding  # noqa: Y015
+
 class _DayOfWeek:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -97,6 +127,10 @@ class Partner(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CATEGORY_RATES_FIELD_NUMBER: _builtins.int
+    EARN_ROUNDING_FIELD_NUMBER: _builtins.int
+    MINIMUM_SPEND_MINOR_FIELD_NUMBER: _builtins.int
+    TRANSACTION_CAP_POINTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"partners/{partner}". Output only; the id is chosen by the operator at creation."""
     display_name: _builtins.str
@@ -113,6 +147,14 @@ class Partner(_message.Message):
     """https URL for event webhooks (http allowed for localhost only). Optional."""
     time_zone: _builtins.str
     """IANA time zone for campaign windows ("Europe/Paris"). Default "UTC"."""
+    earn_rounding: Global___EarnRounding.ValueType
+    """How fractional points are rounded; UNSPECIFIED means DOWN."""
+    minimum_spend_minor: _builtins.int
+    """A purchase below this amount (minor units of earn_currency_code) earns no points. 0 = none."""
+    transaction_cap_points: _builtins.int
+    """Most base plus tier bonus points one earn can give (campaigns have their own budgets).
+    0 = no cap.
+    """
     @_builtins.property
     def authorized_airlines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """For travel agencies: the airlines ("partners/{airline}") it may submit bookings for."""
@@ -124,6 +166,10 @@ class Partner(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def category_rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryRate]:
+        """Categories with their own earn rate, replacing base_earn_rate for purchases in them."""
 
     def __init__(
         self,
@@ -139,14 +185,44 @@ class Partner(_message.Message):
         time_zone: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        category_rates: _abc.Iterable[Global___CategoryRate] | None = ...,
+        earn_rounding: Global___EarnRounding.ValueType = ...,
+        minimum_spend_minor: _builtins.int = ...,
+        transaction_cap_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_airlines", b"authorized_airlines", "base_earn_rate", b"base_earn_rate", "create_time", b"create_time", "display_name", b"display_name", "earn_currency_code", b"earn_currency_code", "name", b"name", "settlement_currency_code", b"settlement_currency_code", "time_zone", b"time_zone", "type", b"type", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_airlines", b"authorized_airlines", "base_earn_rate", b"base_earn_rate", "category_rates", b"category_rates", "create_time", b"create_time", "display_name", b"display_name", "earn_currency_code", b"earn_currency_code", "earn_rounding", b"earn_rounding", "minimum_spend_minor", b"minimum_spend_minor", "name", b"name", "settlement_currency_code", b"settlement_currency_code", "time_zone", b"time_zone", "transaction_cap_points", b"transaction_cap_points", "type", b"type", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Partner: _TypeAlias = Partner  # noqa: Y015
+
+@_typing.final
+class CategoryRate(_message.Message):
+    """An earn rate for one purchase category."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    EARN_RATE_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """Lower-case code the partner sends in Purchase.category ("spa", "dining")."""
+    earn_rate: _builtins.str
+    """Points per major unit of earn_currency_code, a decimal string ("15")."""
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        earn_rate: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "earn_rate", b"earn_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryRate: _TypeAlias = CategoryRate  # noqa: Y015
 
 @_typing.final
 class CreatePartnerRequest(_message.Message):
@@ -300,7 +376,8 @@ class UpdatePartnerRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """display_name, base_earn_rate, earn_currency_code, settlement_currency_code, webhook_url,
-        authorized_airlines, time_zone.
+        authorized_airlines, time_zone, category_rates, earn_rounding, minimum_spend_minor,
+        transaction_cap_points.
         """
 
     def __init__(
@@ -611,14 +688,19 @@ class Campaign(_message.Message):
     MEMBER_BUDGET_POINTS_FIELD_NUMBER: _builtins.int
     TOTAL_BUDGET_POINTS_FIELD_NUMBER: _builtins.int
     SPENT_POINTS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"partners/{partner}/campaigns/{campaign}". Output only."""
     display_name: _builtins.str
+    """Shown to members in the earn breakdown ("Double points weekend"). Required."""
     start_hour: _builtins.int
     """Local hour window [start_hour, end_hour); both 0 means all day."""
     end_hour: _builtins.int
     multiplier: _builtins.str
-    """Multiplier of the base points as a decimal string ("2" = double points). Optional."""
+    """Multiplier of the base points as a decimal string, more than 1 ("2" = double points: the
+    campaign adds base x (2 - 1)). For an action bonus it multiplies the action's own points.
+    Optional.
+    """
     bonus_points: _builtins.int
     """Fixed bonus points per qualifying purchase or action. Optional."""
     action: _builtins.str
@@ -630,9 +712,13 @@ class Campaign(_message.Message):
     spent_points: _builtins.int
     """Output only: bonus points paid so far."""
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Unset means now."""
+
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Required; after start_time and in the future."""
+
     @_builtins.property
     def days_of_week(self) -> _containers.RepeatedScalarFieldContainer[Global___DayOfWeek.ValueType]:
         """Days it applies on, in the partner's time zone; empty means every day."""
@@ -640,6 +726,10 @@ class Campaign(_message.Message):
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Purchase categories it applies to; empty means all."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
 
     def __init__(
         self,
@@ -658,10 +748,11 @@ class Campaign(_message.Message):
         member_budget_points: _builtins.int = ...,
         total_budget_points: _builtins.int = ...,
         spent_points: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bonus_points", b"bonus_points", "categories", b"categories", "days_of_week", b"days_of_week", "display_name", b"display_name", "end_hour", b"end_hour", "end_time", b"end_time", "member_budget_points", b"member_budget_points", "multiplier", b"multiplier", "name", b"name", "spent_points", b"spent_points", "start_hour", b"start_hour", "start_time", b"start_time", "total_budget_points", b"total_budget_points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bonus_points", b"bonus_points", "categories", b"categories", "create_time", b"create_time", "days_of_week", b"days_of_week", "display_name", b"display_name", "end_hour", b"end_hour", "end_time", b"end_time", "member_budget_points", b"member_budget_points", "multiplier", b"multiplier", "name", b"name", "spent_points", b"spent_points", "start_hour", b"start_hour", "start_time", b"start_time", "total_budget_points", b"total_budget_points"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -167,21 +167,29 @@ class PartnerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateCampaign(self, request, context):
-        """Creates a campaign (bonus points in a time window or for an action).
+        """Creates a campaign of a partner: bonus points for purchases in a time window (days of the
+        week and hours in the partner's time zone, categories), or for an action ("REVIEW").
+        Campaigns stack in a documented order (start time, then id) after the base points, the
+        tier bonus and the partner's cap. Errors: INVALID_ARGUMENT (EMPTY_NAME,
+        INVALID_CAMPAIGN_WINDOW, INVALID_DAY_OF_WEEK, INVALID_HOURS, INVALID_CATEGORY,
+        INVALID_ACTION, INVALID_MULTIPLIER, NO_CAMPAIGN_REWARD, INVALID_BUDGET), NOT_FOUND
+        (PARTNER_NOT_FOUND), FAILED_PRECONDITION (TOO_MANY_CAMPAIGNS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCampaigns(self, request, context):
-        """Lists a partner's campaigns.
+        """Lists a partner's campaigns, newest first, with the bonus points each has paid so far.
+        Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EndCampaign(self, request, context):
-        """Ends a campaign now.
+        """Ends a campaign now: earns from this moment on no longer get its bonus. Errors: NOT_FOUND
+        (CAMPAIGN_NOT_FOUND), FAILED_PRECONDITION (CAMPAIGN_ENDED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

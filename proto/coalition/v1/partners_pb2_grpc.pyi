@@ -66,11 +66,22 @@ class PartnerServiceStub:
     FAILED_PRECONDITION (CA_NOT_CONFIGURED), NOT_FOUND (PARTNER_NOT_FOUND).
     """
     CreateCampaign: _grpc.UnaryUnaryMultiCallable[_partners_pb2.CreateCampaignRequest, _partners_pb2.CreateCampaignResponse]
-    """Creates a campaign (bonus points in a time window or for an action)."""
+    """Creates a campaign of a partner: bonus points for purchases in a time window (days of the
+    week and hours in the partner's time zone, categories), or for an action ("REVIEW").
+    Campaigns stack in a documented order (start time, then id) after the base points, the
+    tier bonus and the partner's cap. Errors: INVALID_ARGUMENT (EMPTY_NAME,
+    INVALID_CAMPAIGN_WINDOW, INVALID_DAY_OF_WEEK, INVALID_HOURS, INVALID_CATEGORY,
+    INVALID_ACTION, INVALID_MULTIPLIER, NO_CAMPAIGN_REWARD, INVALID_BUDGET), NOT_FOUND
+    (PARTNER_NOT_FOUND), FAILED_PRECONDITION (TOO_MANY_CAMPAIGNS).
+    """
     ListCampaigns: _grpc.UnaryUnaryMultiCallable[_partners_pb2.ListCampaignsRequest, _partners_pb2.ListCampaignsResponse]
-    """Lists a partner's campaigns."""
+    """Lists a partner's campaigns, newest first, with the bonus points each has paid so far.
+    Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+    """
     EndCampaign: _grpc.UnaryUnaryMultiCallable[_partners_pb2.EndCampaignRequest, _partners_pb2.EndCampaignResponse]
-    """Ends a campaign now."""
+    """Ends a campaign now: earns from this moment on no longer get its bonus. Errors: NOT_FOUND
+    (CAMPAIGN_NOT_FOUND), FAILED_PRECONDITION (CAMPAIGN_ENDED).
+    """
 
 @_typing.type_check_only
 class PartnerServiceAsyncStub(PartnerServiceStub):
@@ -110,11 +121,22 @@ class PartnerServiceAsyncStub(PartnerServiceStub):
     FAILED_PRECONDITION (CA_NOT_CONFIGURED), NOT_FOUND (PARTNER_NOT_FOUND).
     """
     CreateCampaign: _aio.UnaryUnaryMultiCallable[_partners_pb2.CreateCampaignRequest, _partners_pb2.CreateCampaignResponse]  # type: ignore[assignment]
-    """Creates a campaign (bonus points in a time window or for an action)."""
+    """Creates a campaign of a partner: bonus points for purchases in a time window (days of the
+    week and hours in the partner's time zone, categories), or for an action ("REVIEW").
+    Campaigns stack in a documented order (start time, then id) after the base points, the
+    tier bonus and the partner's cap. Errors: INVALID_ARGUMENT (EMPTY_NAME,
+    INVALID_CAMPAIGN_WINDOW, INVALID_DAY_OF_WEEK, INVALID_HOURS, INVALID_CATEGORY,
+    INVALID_ACTION, INVALID_MULTIPLIER, NO_CAMPAIGN_REWARD, INVALID_BUDGET), NOT_FOUND
+    (PARTNER_NOT_FOUND), FAILED_PRECONDITION (TOO_MANY_CAMPAIGNS).
+    """
     ListCampaigns: _aio.UnaryUnaryMultiCallable[_partners_pb2.ListCampaignsRequest, _partners_pb2.ListCampaignsResponse]  # type: ignore[assignment]
-    """Lists a partner's campaigns."""
+    """Lists a partner's campaigns, newest first, with the bonus points each has paid so far.
+    Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+    """
     EndCampaign: _aio.UnaryUnaryMultiCallable[_partners_pb2.EndCampaignRequest, _partners_pb2.EndCampaignResponse]  # type: ignore[assignment]
-    """Ends a campaign now."""
+    """Ends a campaign now: earns from this moment on no longer get its bonus. Errors: NOT_FOUND
+    (CAMPAIGN_NOT_FOUND), FAILED_PRECONDITION (CAMPAIGN_ENDED).
+    """
 
 class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
     """PartnerService manages the businesses of the network, their credentials and campaigns.
@@ -205,7 +227,14 @@ class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _partners_pb2.CreateCampaignRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_partners_pb2.CreateCampaignResponse, _abc.Awaitable[_partners_pb2.CreateCampaignResponse]]:
-        """Creates a campaign (bonus points in a time window or for an action)."""
+        """Creates a campaign of a partner: bonus points for purchases in a time window (days of the
+        week and hours in the partner's time zone, categories), or for an action ("REVIEW").
+        Campaigns stack in a documented order (start time, then id) after the base points, the
+        tier bonus and the partner's cap. Errors: INVALID_ARGUMENT (EMPTY_NAME,
+        INVALID_CAMPAIGN_WINDOW, INVALID_DAY_OF_WEEK, INVALID_HOURS, INVALID_CATEGORY,
+        INVALID_ACTION, INVALID_MULTIPLIER, NO_CAMPAIGN_REWARD, INVALID_BUDGET), NOT_FOUND
+        (PARTNER_NOT_FOUND), FAILED_PRECONDITION (TOO_MANY_CAMPAIGNS).
+        """
 
     @_abc_1.abstractmethod
     def ListCampaigns(
@@ -213,7 +242,9 @@ class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _partners_pb2.ListCampaignsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_partners_pb2.ListCampaignsResponse, _abc.Awaitable[_partners_pb2.ListCampaignsResponse]]:
-        """Lists a partner's campaigns."""
+        """Lists a partner's campaigns, newest first, with the bonus points each has paid so far.
+        Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+        """
 
     @_abc_1.abstractmethod
     def EndCampaign(
@@ -221,6 +252,8 @@ class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _partners_pb2.EndCampaignRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_partners_pb2.EndCampaignResponse, _abc.Awaitable[_partners_pb2.EndCampaignResponse]]:
-        """Ends a campaign now."""
+        """Ends a campaign now: earns from this moment on no longer get its bonus. Errors: NOT_FOUND
+        (CAMPAIGN_NOT_FOUND), FAILED_PRECONDITION (CAMPAIGN_ENDED).
+        """
 
 def add_PartnerServiceServicer_to_server(servicer: PartnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

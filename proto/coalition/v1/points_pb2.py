@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63oalition/v1/points.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x10QuoteEarnRequest\x12\'\n\x06member\x18\x01 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12*\n\x08purchase\x18\x02 \x01(\x0b\x32\x16.coalition.v1.PurchaseH\x00\x12\x10\n\x06\x61\x63tion\x18\x03 \x01(\tH\x00\x12\x14\n\x0con_behalf_of\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06points\x18\x06 \x01(\x03\x42\x07\n\x05\x62\x61sis\"a\n\x11QuoteEarnResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12.\n\tbreakdown\x18\x02 \x03(\x0b\x32\x1b.coalition.v1.EarnComponent\x12\x0c\n\x04tier\x18\x03 \x01(\t\"\xb7\x02\n\x11\x45\x61rnPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12*\n\x08purchase\x18\x03 \x01(\x0b\x32\x16.coalition.v1.PurchaseH\x00\x12\x10\n\x06\x61\x63tion\x18\x04 \x01(\tH\x00\x12\x19\n\x11partner_reference\x18\x05 \x01(\t\x12-\n\tvest_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0con_behalf_of\x18\x07 \x01(\t\x12.\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06points\x18\t \x01(\x03\x42\x07\n\x05\x62\x61sis\"J\n\x12\x45\x61rnPointsResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"K\n\x17StreamEarnPointsRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.EarnPointsRequest\"\xa9\x01\n\x18StreamEarnPointsResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x36\n\x0btransaction\x18\x02 \x01(\x0b\x32\x1f.coalition.v1.PointsTransactionH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.coalition.v1.ItemErrorH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x08\n\x06result\"}\n\x13RedeemPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x19\n\x11partner_reference\x18\x04 \x01(\t\"L\n\x14RedeemPointsResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"\xb6\x01\n\x1a\x41uthorizeRedemptionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x30\n\rhold_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11partner_reference\x18\x05 \x01(\t\"S\n\x1b\x41uthorizeRedemptionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"S\n\x18\x43\x61ptureRedemptionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransaction\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x03\"Q\n\x19\x43\x61ptureRedemptionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"@\n\x15VoidRedemptionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransaction\x18\x02 \x01(\t\"N\n\x16VoidRedemptionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"d\n\x19ReverseTransactionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransaction\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"R\n\x1aReverseTransactionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"t\n\x14\x43onvertPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0f\n\x07program\x18\x03 \x01(\t\x12\x0e\n\x06points\x18\x04 \x01(\x03\"\x8c\x01\n\x15\x43onvertPointsResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\x12\x17\n\x0f\x63onverted_units\x18\x02 \x01(\x03\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x16\n\x0eprogram_number\x18\x04 \x01(\t2\xde\x06\n\rPointsService\x12L\n\tQuoteEarn\x12\x1e.coalition.v1.QuoteEarnRequest\x1a\x1f.coalition.v1.QuoteEarnResponse\x12O\n\nEarnPoints\x12\x1f.coalition.v1.EarnPointsRequest\x1a .coalition.v1.EarnPointsResponse\x12\x65\n\x10StreamEarnPoints\x12%.coalition.v1.StreamEarnPointsRequest\x1a&.coalition.v1.StreamEarnPointsResponse(\x01\x30\x01\x12U\n\x0cRedeemPoints\x12!.coalition.v1.RedeemPointsRequest\x1a\".coalition.v1.RedeemPointsResponse\x12j\n\x13\x41uthorizeRedemption\x12(.coalition.v1.AuthorizeRedemptionRequest\x1a).coalition.v1.AuthorizeRedemptionResponse\x12\x64\n\x11\x43\x61ptureRedemption\x12&.coalition.v1.CaptureRedemptionRequest\x1a\'.coalition.v1.CaptureRedemptionResponse\x12[\n\x0eVoidRedemption\x12#.coalition.v1.VoidRedemptionRequest\x1a$.coalition.v1.VoidRedemptionResponse\x12g\n\x12ReverseTransaction\x12\'.coalition.v1.ReverseTransactionRequest\x1a(.coalition.v1.ReverseTransactionResponse\x12X\n\rConvertPoints\x12\".coalition.v1.ConvertPointsRequest\x1a#.coalition.v1.ConvertPointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63oalition/v1/points.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x10QuoteEarnRequest\x12\'\n\x06member\x18\x01 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12*\n\x08purchase\x18\x02 \x01(\x0b\x32\x16.coalition.v1.PurchaseH\x00\x12\x10\n\x06\x61\x63tion\x18\x03 \x01(\tH\x00\x12\x14\n\x0con_behalf_of\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06points\x18\x06 \x01(\x03\x42\x07\n\x05\x62\x61sis\"|\n\x11QuoteEarnResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12.\n\tbreakdown\x18\x02 \x03(\x0b\x32\x1b.coalition.v1.EarnComponent\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x19\n\x11qualifying_points\x18\x04 \x01(\x03\"\xb7\x02\n\x11\x45\x61rnPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12*\n\x08purchase\x18\x03 \x01(\x0b\x32\x16.coalition.v1.PurchaseH\x00\x12\x10\n\x06\x61\x63tion\x18\x04 \x01(\tH\x00\x12\x19\n\x11partner_reference\x18\x05 \x01(\t\x12-\n\tvest_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0con_behalf_of\x18\x07 \x01(\t\x12.\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06points\x18\t \x01(\x03\x42\x07\n\x05\x62\x61sis\"J\n\x12\x45\x61rnPointsResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"K\n\x17StreamEarnPointsRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.EarnPointsRequest\"\xa9\x01\n\x18StreamEarnPointsResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x36\n\x0btransaction\x18\x02 \x01(\x0b\x32\x1f.coalition.v1.PointsTransactionH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.coalition.v1.ItemErrorH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x08\n\x06result\"}\n\x13RedeemPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x19\n\x11partner_reference\x18\x04 \x01(\t\"L\n\x14RedeemPointsResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"\xb6\x01\n\x1a\x41uthorizeRedemptionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x30\n\rhold_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11partner_reference\x18\x05 \x01(\t\"S\n\x1b\x41uthorizeRedemptionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"S\n\x18\x43\x61ptureRedemptionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransaction\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x03\"Q\n\x19\x43\x61ptureRedemptionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"@\n\x15VoidRedemptionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransaction\x18\x02 \x01(\t\"N\n\x16VoidRedemptionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"d\n\x19ReverseTransactionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransaction\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"R\n\x1aReverseTransactionResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"t\n\x14\x43onvertPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0f\n\x07program\x18\x03 \x01(\t\x12\x0e\n\x06points\x18\x04 \x01(\x03\"\x8c\x01\n\x15\x43onvertPointsResponse\x12\x34\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\x12\x17\n\x0f\x63onverted_units\x18\x02 \x01(\x03\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x16\n\x0eprogram_number\x18\x04 \x01(\t2\xde\x06\n\rPointsService\x12L\n\tQuoteEarn\x12\x1e.coalition.v1.QuoteEarnRequest\x1a\x1f.coalition.v1.QuoteEarnResponse\x12O\n\nEarnPoints\x12\x1f.coalition.v1.EarnPointsRequest\x1a .coalition.v1.EarnPointsResponse\x12\x65\n\x10StreamEarnPoints\x12%.coalition.v1.StreamEarnPointsRequest\x1a&.coalition.v1.StreamEarnPointsResponse(\x01\x30\x01\x12U\n\x0cRedeemPoints\x12!.coalition.v1.RedeemPointsRequest\x1a\".coalition.v1.RedeemPointsResponse\x12j\n\x13\x41uthorizeRedemption\x12(.coalition.v1.AuthorizeRedemptionRequest\x1a).coalition.v1.AuthorizeRedemptionResponse\x12\x64\n\x11\x43\x61ptureRedemption\x12&.coalition.v1.CaptureRedemptionRequest\x1a\'.coalition.v1.CaptureRedemptionResponse\x12[\n\x0eVoidRedemption\x12#.coalition.v1.VoidRedemptionRequest\x1a$.coalition.v1.VoidRedemptionResponse\x12g\n\x12ReverseTransaction\x12\'.coalition.v1.ReverseTransactionRequest\x1a(.coalition.v1.ReverseTransactionResponse\x12X\n\rConvertPoints\x12\".coalition.v1.ConvertPointsRequest\x1a#.coalition.v1.ConvertPointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,39 +37,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUOTEEARNREQUEST']._serialized_start=136
   _globals['_QUOTEEARNREQUEST']._serialized_end=352
   _globals['_QUOTEEARNRESPONSE']._serialized_start=354
-  _globals['_QUOTEEARNRESPONSE']._serialized_end=451
-  _globals['_EARNPOINTSREQUEST']._serialized_start=454
-  _globals['_EARNPOINTSREQUEST']._serialized_end=765
-  _globals['_EARNPOINTSRESPONSE']._serialized_start=767
-  _globals['_EARNPOINTSRESPONSE']._serialized_end=841
-  _globals['_STREAMEARNPOINTSREQUEST']._serialized_start=843
-  _globals['_STREAMEARNPOINTSREQUEST']._serialized_end=918
-  _globals['_STREAMEARNPOINTSRESPONSE']._serialized_start=921
-  _globals['_STREAMEARNPOINTSRESPONSE']._serialized_end=1090
-  _globals['_REDEEMPOINTSREQUEST']._serialized_start=1092
-  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1217
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1219
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1295
-  _globals['_AUTHORIZEREDEMPTIONREQUEST']._serialized_start=1298
-  _globals['_AUTHORIZEREDEMPTIONREQUEST']._serialized_end=1480
-  _globals['_AUTHORIZEREDEMPTIONRESPONSE']._serialized_start=1482
-  _globals['_AUTHORIZEREDEMPTIONRESPONSE']._serialized_end=1565
-  _globals['_CAPTUREREDEMPTIONREQUEST']._serialized_start=1567
-  _globals['_CAPTUREREDEMPTIONREQUEST']._serialized_end=1650
-  _globals['_CAPTUREREDEMPTIONRESPONSE']._serialized_start=1652
-  _globals['_CAPTUREREDEMPTIONRESPONSE']._serialized_end=1733
-  _globals['_VOIDREDEMPTIONREQUEST']._serialized_start=1735
-  _globals['_VOIDREDEMPTIONREQUEST']._serialized_end=1799
-  _globals['_VOIDREDEMPTIONRESPONSE']._serialized_start=1801
-  _globals['_VOIDREDEMPTIONRESPONSE']._serialized_end=1879
-  _globals['_REVERSETRANSACTIONREQUEST']._serialized_start=1881
-  _globals['_REVERSETRANSACTIONREQUEST']._serialized_end=1981
-  _globals['_REVERSETRANSACTIONRESPONSE']._serialized_start=1983
-  _globals['_REVERSETRANSACTIONRESPONSE']._serialized_end=2065
-  _globals['_CONVERTPOINTSREQUEST']._serialized_start=2067
-  _globals['_CONVERTPOINTSREQUEST']._serialized_end=2183
-  _globals['_CONVERTPOINTSRESPONSE']._serialized_start=2186
-  _globals['_CONVERTPOINTSRESPONSE']._serialized_end=2326
-  _globals['_POINTSSERVICE']._serialized_start=2329
-  _globals['_POINTSSERVICE']._serialized_end=3191
+  _globals['_QUOTEEARNRESPONSE']._serialized_end=478
+  _globals['_EARNPOINTSREQUEST']._serialized_start=481
+  _globals['_EARNPOINTSREQUEST']._serialized_end=792
+  _globals['_EARNPOINTSRESPONSE']._serialized_start=794
+  _globals['_EARNPOINTSRESPONSE']._serialized_end=868
+  _globals['_STREAMEARNPOINTSREQUEST']._serialized_start=870
+  _globals['_STREAMEARNPOINTSREQUEST']._serialized_end=945
+  _globals['_STREAMEARNPOINTSRESPONSE']._serialized_start=948
+  _globals['_STREAMEARNPOINTSRESPONSE']._serialized_end=1117
+  _globals['_REDEEMPOINTSREQUEST']._serialized_start=1119
+  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1244
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1246
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1322
+  _globals['_AUTHORIZEREDEMPTIONREQUEST']._serialized_start=1325
+  _globals['_AUTHORIZEREDEMPTIONREQUEST']._serialized_end=1507
+  _globals['_AUTHORIZEREDEMPTIONRESPONSE']._serialized_start=1509
+  _globals['_AUTHORIZEREDEMPTIONRESPONSE']._serialized_end=1592
+  _globals['_CAPTUREREDEMPTIONREQUEST']._serialized_start=1594
+  _globals['_CAPTUREREDEMPTIONREQUEST']._serialized_end=1677
+  _globals['_CAPTUREREDEMPTIONRESPONSE']._serialized_start=1679
+  _globals['_CAPTUREREDEMPTIONRESPONSE']._serialized_end=1760
+  _globals['_VOIDREDEMPTIONREQUEST']._serialized_start=1762
+  _globals['_VOIDREDEMPTIONREQUEST']._serialized_end=1826
+  _globals['_VOIDREDEMPTIONRESPONSE']._serialized_start=1828
+  _globals['_VOIDREDEMPTIONRESPONSE']._serialized_end=1906
+  _globals['_REVERSETRANSACTIONREQUEST']._serialized_start=1908
+  _globals['_REVERSETRANSACTIONREQUEST']._serialized_end=2008
+  _globals['_REVERSETRANSACTIONRESPONSE']._serialized_start=2010
+  _globals['_REVERSETRANSACTIONRESPONSE']._serialized_end=2092
+  _globals['_CONVERTPOINTSREQUEST']._serialized_start=2094
+  _globals['_CONVERTPOINTSREQUEST']._serialized_end=2210
+  _globals['_CONVERTPOINTSRESPONSE']._serialized_start=2213
+  _globals['_CONVERTPOINTSRESPONSE']._serialized_end=2353
+  _globals['_POINTSSERVICE']._serialized_start=2356
+  _globals['_POINTSSERVICE']._serialized_end=3218
 # @@protoc_insertion_point(module_scope)

@@ -38,7 +38,9 @@ class QuoteEarnRequest(_message.Message):
     on_behalf_of: _builtins.str
     """"partners/{airline}" when a travel agency quotes on behalf of an airline."""
     points: _builtins.int
-    """For an action basis: the points the action earns."""
+    """For an action basis: the partner's own points for the action (0 when only a campaign
+    rewards it).
+    """
     @_builtins.property
     def member(self) -> _common_pb2.MemberRef:
         """The member; their tier and active campaigns affect the result."""
@@ -82,10 +84,13 @@ class QuoteEarnResponse(_message.Message):
     POINTS_FIELD_NUMBER: _builtins.int
     BREAKDOWN_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
+    QUALIFYING_POINTS_FIELD_NUMBER: _builtins.int
     points: _builtins.int
     """Total points; equals the sum of the breakdown's points."""
     tier: _builtins.str
     """The member's tier the quote was computed with."""
+    qualifying_points: _builtins.int
+    """The part of points that counts toward tiers."""
     @_builtins.property
     def breakdown(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EarnComponent]:
         """Rule-by-rule explanation, in evaluation order."""
@@ -96,10 +101,11 @@ class QuoteEarnResponse(_message.Message):
         points: _builtins.int = ...,
         breakdown: _abc.Iterable[_common_pb2.EarnComponent] | None = ...,
         tier: _builtins.str = ...,
+        qualifying_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "points", b"points", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "points", b"points", "qualifying_points", b"qualifying_points", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -135,7 +141,8 @@ class EarnPointsRequest(_message.Message):
     Empty for everyone else.
     """
     points: _builtins.int
-    """For an action basis: the points the action earns (1 to 1,000,000,000). Ignored for a
+    """For an action basis: the partner's own points for the action (0 to 1,000,000,000; 0 when
+    only a live action campaign rewards it, which then adds its bonus). Ignored for a
     purchase, whose points come from the partner's earn rules.
     """
     @_builtins.property

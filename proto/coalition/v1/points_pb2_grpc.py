@@ -121,8 +121,10 @@ class PointsServiceServicer:
         Who: a partner for its own earn rules; a travel agency with on_behalf_of for an airline it
         is authorized for.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-        INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION, MISSING_BASIS),
-        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
+        INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY, INVALID_ACTION, INVALID_POINTS,
+        MISSING_BASIS, INVALID_OCCUR_TIME), FAILED_PRECONDITION (NO_EXCHANGE_RATE for a purchase in
+        another currency than the partner's when the operator has no fresh rate,
+        ACTION_NOT_REWARDED), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,10 +138,13 @@ class PointsServiceServicer:
         well-formed airline program number not yet linked to any member is accepted as a PENDING
         earn and credited once the number is linked, so no points are lost.
         Who: any partner, for itself; a travel agency only on behalf of its authorized airlines.
+        The breakdown and the new balance (with the tier, which an earn may have just raised) come
+        back in the transaction.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-        INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION,
-        MISSING_BASIS, INVALID_VEST_TIME), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
-        ALREADY_EXISTS (REQUEST_ID_REUSED).
+        INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY,
+        INVALID_ACTION, INVALID_POINTS, MISSING_BASIS, INVALID_VEST_TIME, INVALID_OCCUR_TIME),
+        FAILED_PRECONDITION (NO_EXCHANGE_RATE, ACTION_NOT_REWARDED), PERMISSION_DENIED
+        (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,8 +55,10 @@ class PointsServiceStub:
     Who: a partner for its own earn rules; a travel agency with on_behalf_of for an airline it
     is authorized for.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-    INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION, MISSING_BASIS),
-    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
+    INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY, INVALID_ACTION, INVALID_POINTS,
+    MISSING_BASIS, INVALID_OCCUR_TIME), FAILED_PRECONDITION (NO_EXCHANGE_RATE for a purchase in
+    another currency than the partner's when the operator has no fresh rate,
+    ACTION_NOT_REWARDED), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
     """
     EarnPoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.EarnPointsRequest, _points_pb2.EarnPointsResponse]
     """Credits points to a member for a purchase or an action at the calling partner, and returns
@@ -66,10 +68,13 @@ class PointsServiceStub:
     well-formed airline program number not yet linked to any member is accepted as a PENDING
     earn and credited once the number is linked, so no points are lost.
     Who: any partner, for itself; a travel agency only on behalf of its authorized airlines.
+    The breakdown and the new balance (with the tier, which an earn may have just raised) come
+    back in the transaction.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-    INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION,
-    MISSING_BASIS, INVALID_VEST_TIME), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
-    ALREADY_EXISTS (REQUEST_ID_REUSED).
+    INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY,
+    INVALID_ACTION, INVALID_POINTS, MISSING_BASIS, INVALID_VEST_TIME, INVALID_OCCUR_TIME),
+    FAILED_PRECONDITION (NO_EXCHANGE_RATE, ACTION_NOT_REWARDED), PERMISSION_DENIED
+    (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     StreamEarnPoints: _grpc.StreamStreamMultiCallable[_points_pb2.StreamEarnPointsRequest, _points_pb2.StreamEarnPointsResponse]
     """Bulk EarnPoints over one bidirectional stream (a night's hotel folios, an agency's booking
@@ -163,8 +168,10 @@ class PointsServiceAsyncStub(PointsServiceStub):
     Who: a partner for its own earn rules; a travel agency with on_behalf_of for an airline it
     is authorized for.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-    INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION, MISSING_BASIS),
-    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
+    INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY, INVALID_ACTION, INVALID_POINTS,
+    MISSING_BASIS, INVALID_OCCUR_TIME), FAILED_PRECONDITION (NO_EXCHANGE_RATE for a purchase in
+    another currency than the partner's when the operator has no fresh rate,
+    ACTION_NOT_REWARDED), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
     """
     EarnPoints: _aio.UnaryUnaryMultiCallable[_points_pb2.EarnPointsRequest, _points_pb2.EarnPointsResponse]  # type: ignore[assignment]
     """Credits points to a member for a purchase or an action at the calling partner, and returns
@@ -174,10 +181,13 @@ class PointsServiceAsyncStub(PointsServiceStub):
     well-formed airline program number not yet linked to any member is accepted as a PENDING
     earn and credited once the number is linked, so no points are lost.
     Who: any partner, for itself; a travel agency only on behalf of its authorized airlines.
+    The breakdown and the new balance (with the tier, which an earn may have just raised) come
+    back in the transaction.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-    INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION,
-    MISSING_BASIS, INVALID_VEST_TIME), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
-    ALREADY_EXISTS (REQUEST_ID_REUSED).
+    INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY,
+    INVALID_ACTION, INVALID_POINTS, MISSING_BASIS, INVALID_VEST_TIME, INVALID_OCCUR_TIME),
+    FAILED_PRECONDITION (NO_EXCHANGE_RATE, ACTION_NOT_REWARDED), PERMISSION_DENIED
+    (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     StreamEarnPoints: _aio.StreamStreamMultiCallable[_points_pb2.StreamEarnPointsRequest, _points_pb2.StreamEarnPointsResponse]  # type: ignore[assignment]
     """Bulk EarnPoints over one bidirectional stream (a night's hotel folios, an agency's booking
@@ -274,8 +284,10 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         Who: a partner for its own earn rules; a travel agency with on_behalf_of for an airline it
         is authorized for.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-        INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION, MISSING_BASIS),
-        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
+        INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY, INVALID_ACTION, INVALID_POINTS,
+        MISSING_BASIS, INVALID_OCCUR_TIME), FAILED_PRECONDITION (NO_EXCHANGE_RATE for a purchase in
+        another currency than the partner's when the operator has no fresh rate,
+        ACTION_NOT_REWARDED), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED).
         """
 
     @_abc_1.abstractmethod
@@ -291,10 +303,13 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         well-formed airline program number not yet linked to any member is accepted as a PENDING
         earn and credited once the number is linked, so no points are lost.
         Who: any partner, for itself; a travel agency only on behalf of its authorized airlines.
+        The breakdown and the new balance (with the tier, which an earn may have just raised) come
+        back in the transaction.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
-        INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, UNKNOWN_ACTION,
-        MISSING_BASIS, INVALID_VEST_TIME), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
-        ALREADY_EXISTS (REQUEST_ID_REUSED).
+        INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY,
+        INVALID_ACTION, INVALID_POINTS, MISSING_BASIS, INVALID_VEST_TIME, INVALID_OCCUR_TIME),
+        FAILED_PRECONDITION (NO_EXCHANGE_RATE, ACTION_NOT_REWARDED), PERMISSION_DENIED
+        (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
 
     @_abc_1.abstractmethod

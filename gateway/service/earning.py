@@ -1,0 +1,163 @@
+"""Earning: the partner's rules, the member's tier and live campaigns decide; the ledger posts.
+
+One earn, one database transaction, in this order (the lock order every writer follows):
+
+    lock the member's balance row          serializes with every other change of this member
+    apply a tier review that fell due      so the tier bonus uses the tier the member has now
+    quote, locking budgeted campaigns      budgets cannot be overspent by concurrent earns
+    post the points, record the awards, count qualifying points, upgrade if a threshold is crossed
+
+QuoteEarn runs the same evaluation without locks and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from babel.numbers import get_currency_precision, is_currency
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.adapters import repository as repo
+from gateway.domain import ledger as dl
+from gateway.domain import rules as dr
+from gateway.domain.errors import FailedPrecondition, InvalidArgument
+from gateway.domain.partners import Partner
+from gateway.domain.tiers import Tier
+from gateway.service import campaigns, ledger, rates, tiers
+from gateway.service.context import AppContext
+
+
+@dataclass(frozen=True)
+class Purchase:
+    amount_minor: int
+    currency_code: str
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class Action:
+    code: str
+    points: int
+    """The partner's own points for the action; 0 when only a campaign rewards it."""
+
+
+def currency_exponent(code: str, field: str = "purchase.currency_code") -> int:
+    # get_currency_precision answers 2 for codes it does not know, so ask first.
+    if not is_currency(code):
+        raise InvalidArgument.on_field(field, "INVALID_CURRENCY_CODE", "an ISO 4217 code like USD")
+    return int(get_currency_precision(code))
+
+
+def earn_rules(partner: Partner) -> dr.EarnRules:
+    s = partner.settings
+    return dr.EarnRules(
+        partner=partner.name,
+        currency=s.earn_currency_code,
+        currency_exponent=currency_exponent(s.earn_currency_code),
+        base_rate=s.base_earn_rate,
+        category_rates=dict(s.category_rates),
+        rounding=s.earn_rounding,
+        minimum_spend_minor=s.minimum_spend_minor,
+        transaction_cap_points=s.transaction_cap_points,
+    )
+
+
+def check_basis(basis: Purchase | Action) -> Purchase | Action:
+    """Input rules that need no database: fail before any work."""
+    if isinstance(basis, Action):
+        dr.parse_action(basis.code)
+        dl.check_points(basis.points, "points", allow_zero=True)
+        return basis
+    dl.check_purchase(basis.amount_minor)
+    currency_exponent(basis.currency_code)
+    return Purchase(
+        basis.amount_minor, basis.currency_code, dr.parse_purchase_category(basis.category)
+    )
+
+
+async def quote(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner: Partner,
+    member_id: str,
+    tier: Tier,
+    basis: Purchase | Action,
+    at: datetime,
+    lock: bool = False,
+) -> tuple[dr.Quote, list[dr.Offer]]:
+    basis = check_basis(basis)
+    if isinstance(basis, Action):
+        offered = await campaigns.offers(conn, partner, member_id, at, "", basis.code, lock)
+        result = dr.quote_action(
+            partner.name, basis.code, basis.points, offered, partner.settings.earn_rounding
+        )
+        if not basis.points and not offered:
+            raise FailedPrecondition(
+                "ACTION_NOT_REWARDED",
+                f"no live campaign of {partner.name} rewards {basis.code}; "
+                "give the points the action earns",
+                {"action": basis.code},
+            )
+        return result, offered
+    rules = earn_rules(partner)
+    spend = dr.Spend(
+        basis.amount_minor,
+        basis.currency_code,
+        currency_exponent(basis.currency_code),
+        basis.category,
+    )
+    conversion = None
+    if spend.currency != rules.currency:
+        conversion = await rates.conversion(conn, spend.currency, rules.currency, at)
+    offered = await campaigns.offers(conn, partner, member_id, at, spend.category, "", lock)
+    return dr.quote_purchase(rules, spend, conversion, tier, offered), offered
+
+
+async def quote_only(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner: Partner,
+    member_id: str,
+    basis: Purchase | Action,
+    occur_time: datetime | None,
+) -> tuple[dr.Quote, Tier]:
+    """What an earn would give now (or at occur_time); writes nothing."""
+    at = dl.check_occur_time(ctx.clock.now(), occur_time, future_ok=True)
+    tier = (await tiers.standing(conn, ctx, member_id)).tier
+    result, _ = await quote(conn, ctx, partner, member_id, tier, basis, at)
+    return result, tier
+
+
+async def earn(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner: Partner,
+    member_id: str,
+    basis: Purchase | Action,
+    reference: str = "",
+    vest_time: datetime | None = None,
+    occur_time: datetime | None = None,
+) -> dl.Transaction:
+    now = ctx.clock.now()
+    dl.check_reference(reference)
+    dl.check_vest_time(now, vest_time)
+    at = dl.check_occur_time(now, occur_time)
+    basis = check_basis(basis)
+    await repo.lock_member(conn, member_id)
+    tier = (await tiers.review_member(conn, ctx, member_id)).tier
+    result, offered = await quote(conn, ctx, partner, member_id, tier, basis, at, lock=True)
+    txn = await ledger.earn(
+        conn,
+        ctx,
+        partner.id,
+        member_id,
+        result.points,
+        result.breakdown(),
+        reference,
+        vest_time,
+        occur_time,
+    )
+    await campaigns.record_awards(conn, ctx, offered, member_id, txn.id, result.awards)
+    await tiers.record_earn(conn, ctx, txn, result.qualifying_points)
+    return txn
