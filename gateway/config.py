@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from gateway.adapters.db import DATABASE_URL_DEFAULT
+from gateway.domain.tiers import DEFAULT_LADDER, Ladder, LadderError, ladder_from_config
 from partners.ca import write_private_file
 
 GRPC_PORT_DEFAULT = 50051
@@ -50,6 +52,24 @@ def secret_key(url: str) -> bytes:
     if not path.exists():
         write_private_file(path, secrets.token_hex(32).encode())
     return path.read_bytes().strip()
+
+
+def tier_ladder() -> Ladder:
+    """COALITION_TIERS_FILE (TOML, [[tier]] tables), or the default Blue/Silver/Gold/Platinum.
+
+    Every gateway of a deployment must use the same file: the ladder decides upgrades.
+    """
+    path = env("TIERS_FILE")
+    if not path:
+        return DEFAULT_LADDER
+    try:
+        data = tomllib.loads(Path(path).read_text())
+        entries = data.get("tier")
+        if not isinstance(entries, list):
+            raise LadderError("expected [[tier]] tables")
+        return ladder_from_config(entries)
+    except (OSError, tomllib.TOMLDecodeError, LadderError) as exc:
+        raise ConfigError(f"COALITION_TIERS_FILE {path}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from gateway.config import (
     database_url,
     env,
     secret_key,
+    tier_ladder,
 )
 from gateway.domain.errors import CoalitionError
 from gateway.domain.pii import PiiVault
-from gateway.entrypoints import demo, logs
+from gateway.entrypoints import demo, logs, program_cli
 from gateway.entrypoints.grpc.server import SHUTDOWN_GRACE_S, TlsConfig, add_port, create_server
 from gateway.entrypoints.web import create_web_app
 from gateway.service.context import AppContext
@@ -95,11 +97,29 @@ def _load_ca(ca_dir: str) -> ca_lib.CertificateAuthority | None:
 async def _context(url: str, migrate_empty: bool, ca_dir: str = "") -> AppContext:
     try:
         vault = PiiVault(secret_key(url))
+        ladder = tier_ladder()
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from None
     database = await _ready_database(url, migrate_empty)
     ca = _load_ca(ca_dir or env("CA_DIR", CA_DIR_DEFAULT))
-    return AppContext(database=database, vault=vault, clock=SystemClock(), ca=ca)
+    return AppContext(database=database, vault=vault, clock=SystemClock(), ca=ca, ladder=ladder)
+
+
+def _with_context(
+    command: Callable[[AppContext, argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    """A command that needs a migrated database, with usage errors printed plainly."""
+
+    async def run(args: argparse.Namespace) -> int:
+        ctx = await _context(database_url(args.database_url), migrate_empty=False)
+        try:
+            return await command(ctx, args)
+        except program_cli.UsageError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            await ctx.database.dispose()
+
+    return run
 
 
 def _tls(args: argparse.Namespace) -> TlsConfig | None:
@@ -204,6 +224,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _db_upgrade(args: argparse.Namespace) -> int:
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # show each step
     database = _open(database_url(args.database_url))
     try:
         await upgrade(database)
@@ -394,6 +415,8 @@ def _parser() -> argparse.ArgumentParser:
     key = with_db(operator.add_parser("create-key", help="create an operator API key"))
     key.add_argument("--label", default="")
     key.set_defaults(run=_operator_key)
+
+    program_cli.add_commands(sub, with_db, _with_context)
 
     health = sub.add_parser("health", help="ask a gateway's gRPC health service")
     health.add_argument("--target")

@@ -29,3 +29,5 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic announces its context on every schema check; the CLI logs the migrations it runs.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)

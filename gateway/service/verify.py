@@ -11,8 +11,10 @@ from gateway.adapters import repository as repo
 from gateway.adapters.migrate import SchemaState, schema_state
 from gateway.domain import ledger as dl
 from gateway.domain.members import luhn_check_digit
+from gateway.service.campaigns import AWARDS, CAMPAIGNS
 from gateway.service.context import AppContext
 from gateway.service.ledger import BALANCES, POSTINGS, TXNS
+from gateway.service.tiers import QUALIFYING
 
 VERIFY_BATCH_ROWS = 1_000
 VERIFY_PROBLEMS_MAX = 100
@@ -41,6 +43,8 @@ async def verify(ctx: AppContext) -> Report:
         return report
     await _members(ctx, report)
     await _ledger(ctx, report)
+    await _campaigns(ctx, report)
+    await _tiers(ctx, report)
     return report
 
 
@@ -149,3 +153,84 @@ async def _ledger(ctx: AppContext, report: Report) -> None:
         report.checked["transactions"] = int(
             await conn.scalar(select(func.count()).select_from(TXNS)) or 0
         )
+
+
+async def _campaigns(ctx: AppContext, report: Report) -> None:
+    """Budgets: the guarded counter equals the awards, and no budget is exceeded."""
+    async with ctx.database.connect() as conn:
+        paid = dict(
+            (
+                await conn.execute(
+                    select(AWARDS.c.campaign_id, func.sum(AWARDS.c.points)).group_by(
+                        AWARDS.c.campaign_id
+                    )
+                )
+            ).all()
+        )
+        rows = (
+            await conn.execute(
+                select(
+                    CAMPAIGNS.c.id,
+                    CAMPAIGNS.c.partner_id,
+                    CAMPAIGNS.c.total_budget_points,
+                    CAMPAIGNS.c.budget_spent_points,
+                    CAMPAIGNS.c.member_budget_points,
+                )
+            )
+        ).all()
+        for row in rows:
+            name = f"partners/{row.partner_id}/campaigns/{row.id}"
+            total = int(paid.get(row.id, 0))
+            if row.total_budget_points and total != row.budget_spent_points:
+                report.problem(f"{name}: budget counter {row.budget_spent_points}, awards {total}")
+            if row.total_budget_points and total > row.total_budget_points:
+                report.problem(f"{name}: paid {total} over a budget of {row.total_budget_points}")
+        over_member = (
+            await conn.execute(
+                select(AWARDS.c.campaign_id, AWARDS.c.member_id)
+                .join(CAMPAIGNS, CAMPAIGNS.c.id == AWARDS.c.campaign_id)
+                .where(CAMPAIGNS.c.member_budget_points > 0)
+                .group_by(
+                    AWARDS.c.campaign_id, AWARDS.c.member_id, CAMPAIGNS.c.member_budget_points
+                )
+                .having(func.sum(AWARDS.c.points) > CAMPAIGNS.c.member_budget_points)
+                .limit(VERIFY_PROBLEMS_MAX)
+            )
+        ).all()
+        for campaign_id, member_id in over_member:
+            report.problem(f"campaign {campaign_id}: members/{member_id} paid over its budget")
+    report.checked["campaigns"] = len(rows)
+
+
+async def _tiers(ctx: AppContext, report: Report) -> None:
+    """Tiers are on the ladder, only raised tiers have a review, and no earn is netted below 0."""
+    m = repo.MEMBERS
+    codes = [t.code for t in ctx.ladder.tiers]
+    async with ctx.database.connect() as conn:
+        off_ladder = (
+            await conn.execute(
+                select(m.c.id, m.c.tier).where(m.c.tier.not_in(codes)).limit(VERIFY_PROBLEMS_MAX)
+            )
+        ).all()
+        for member_id, tier in off_ladder:
+            report.problem(f"members/{member_id}: tier {tier} is not on the ladder")
+        base = ctx.ladder.base.code
+        review_mismatch = await conn.scalar(
+            select(func.count())
+            .select_from(m)
+            .where((m.c.tier == base) != m.c.tier_review_time.is_(None))
+        )
+        if review_mismatch:
+            report.problem(
+                f"{review_mismatch} members: a review time must be set exactly above {base}"
+            )
+        negative = await conn.scalar(
+            select(func.count()).select_from(
+                select(QUALIFYING.c.member_id, QUALIFYING.c.earn_time)
+                .group_by(QUALIFYING.c.member_id, QUALIFYING.c.earn_time)
+                .having(func.sum(QUALIFYING.c.points) < 0)
+                .subquery()
+            )
+        )
+        if negative:
+            report.problem(f"{negative} earns have more qualifying points reversed than earned")
