@@ -7,6 +7,8 @@ to measure the production setup), then runs, for the same wall time and concurre
 
     baseline   grpc.health.v1 Check: the gRPC stack with no database
     earn       EarnPoints, each a new request_id (one transaction, idempotency row, postings)
+    earn+camp  the same with a live double-points campaign (no budget: nothing shared is locked)
+    earn+budg  the same with a campaign with a total budget (its row is locked by every earn)
     redeem     RedeemPoints of 1 point (guarded balance update)
     balance    GetBalance (a read)
 
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,7 +42,9 @@ from gateway.clock import SystemClock
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
 from gateway.domain.pii import PiiVault
+from gateway.domain.rules import Campaign
 from gateway.entrypoints.grpc.server import create_server
+from gateway.service import campaigns
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -160,13 +165,39 @@ async def main() -> None:
             members_pb2.GetBalanceRequest(member=ref(i)), metadata=auth
         )
 
+    async def add_campaign(budget: int) -> None:
+        now = ctx.clock.now()
+        async with database.begin() as conn:
+            hotel = await partner_service.get(conn, "bench-hotel")
+            draft = Campaign(
+                "",
+                "",
+                f"Bench x2 (budget {budget})",
+                now,
+                now + timedelta(days=1),
+                multiplier=Decimal(2),
+                total_budget_points=budget,
+            )
+            await campaigns.create(conn, ctx, hotel, draft)
+
+    async def end_campaigns() -> None:
+        async with database.begin() as conn:
+            page, _ = await campaigns.list_page(conn, "bench-hotel", 100, "")
+            for campaign in page:
+                if campaign.end_time > ctx.clock.now():
+                    await campaigns.end(conn, ctx, campaign.name)
+
     results = []
-    for name, call in [
-        ("baseline", baseline),
-        ("earn", earn),
-        ("redeem", redeem),
-        ("balance", balance),
+    for name, call, before in [
+        ("baseline", baseline, None),
+        ("earn", earn, None),
+        ("earn+camp", earn, lambda: add_campaign(0)),
+        ("earn+budg", earn, lambda: add_campaign(10**12)),
+        ("redeem", redeem, end_campaigns),
+        ("balance", balance, None),
     ]:
+        if before is not None:
+            await before()
         results.append(await measure(name, call, args.seconds, args.concurrency))
 
     base = results[0]["rps"]

@@ -23,7 +23,7 @@ from gateway.domain import ledger as dl
 from gateway.domain import rules as dr
 from gateway.domain.errors import FailedPrecondition, InvalidArgument
 from gateway.domain.partners import Partner
-from gateway.domain.tiers import Tier
+from gateway.domain.tiers import Tier, TierStatus
 from gateway.service import campaigns, ledger, rates, tiers
 from gateway.service.context import AppContext
 
@@ -138,15 +138,16 @@ async def earn(
     reference: str = "",
     vest_time: datetime | None = None,
     occur_time: datetime | None = None,
-) -> dl.Transaction:
+) -> tuple[dl.Transaction, TierStatus]:
+    """The posted earn and where the member stands after it (tier, progress)."""
     now = ctx.clock.now()
     dl.check_reference(reference)
     dl.check_vest_time(now, vest_time)
     at = dl.check_occur_time(now, occur_time)
     basis = check_basis(basis)
     await repo.lock_member(conn, member_id)
-    tier = (await tiers.review_member(conn, ctx, member_id)).tier
-    result, offered = await quote(conn, ctx, partner, member_id, tier, basis, at, lock=True)
+    held = await tiers.review_member(conn, ctx, member_id)
+    result, offered = await quote(conn, ctx, partner, member_id, held.tier, basis, at, lock=True)
     txn = await ledger.earn(
         conn,
         ctx,
@@ -159,5 +160,5 @@ async def earn(
         occur_time,
     )
     await campaigns.record_awards(conn, ctx, offered, member_id, txn.id, result.awards)
-    await tiers.record_earn(conn, ctx, txn, result.qualifying_points)
-    return txn
+    standing = await tiers.record_earn(conn, ctx, txn, result.qualifying_points, held)
+    return txn, standing

@@ -26,6 +26,7 @@ from gateway.adapters.models import (
 from gateway.domain import ledger as dl
 from gateway.domain import paging
 from gateway.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from gateway.domain.tiers import TierStatus
 from gateway.service import tiers
 from gateway.service.context import AppContext
 
@@ -602,17 +603,18 @@ async def settle_due(
     return settled
 
 
-async def current_balance(ctx: AppContext, member_id: str) -> dl.Balance:
-    """The balance after vesting due earns and releasing expired holds (lazily, on read).
+async def current_balance(ctx: AppContext, member_id: str) -> tuple[dl.Balance, TierStatus]:
+    """The balance after vesting due earns and releasing expired holds (lazily, on read), and
+    where the member stands in the tiers.
 
     The common case, nothing due, is one read; only a member with something due pays a write.
     """
     async with ctx.database.connect() as conn:
         if not await anything_due(conn, ctx, member_id):
-            return await balance_of(conn, member_id)
+            return await balance_of(conn, member_id), await tiers.status(conn, ctx, member_id)
     async with ctx.database.begin() as conn:
         await settle_due(conn, ctx, member_id)
-        return await balance_of(conn, member_id)
+        return await balance_of(conn, member_id), await tiers.status(conn, ctx, member_id)
 
 
 async def anything_due(conn: AsyncConnection, ctx: AppContext, member_id: str) -> bool:

@@ -108,33 +108,32 @@ async def _change(
 
 
 async def record_earn(
-    conn: AsyncConnection, ctx: AppContext, txn: dl.Transaction, points: int
-) -> dt.Tier | None:
+    conn: AsyncConnection, ctx: AppContext, txn: dl.Transaction, points: int, held: Standing
+) -> dt.TierStatus:
     """Count an earn's qualifying points; upgrade the member at once if they crossed a threshold.
 
-    The caller holds the member's balance lock. Returns the new tier, if any.
+    The caller holds the member's balance lock and read `held` under it. Returns where the
+    member stands after the earn.
     """
-    if points <= 0:
-        return None
     now = txn.create_time
-    await conn.execute(
-        insert(QUALIFYING).values(
-            member_id=txn.member_id,
-            transaction_id=txn.id,
-            points=points,
-            earn_time=now,
-            record_time=now,
+    if points > 0:
+        await conn.execute(
+            insert(QUALIFYING).values(
+                member_id=txn.member_id,
+                transaction_id=txn.id,
+                points=points,
+                earn_time=now,
+                record_time=now,
+            )
         )
-    )
-    held = await standing(conn, ctx, txn.member_id)
     window = await qualifying_points(conn, txn.member_id, now)
-    reached = dt.upgrade(ctx.ladder, held.tier, window)
-    if reached is None:
-        return None
-    review_time = dt.review_after(ctx.ladder, reached, now)
-    change = dt.TierChange(now, held.tier, reached, window, "QUALIFIED")
-    await _change(conn, ctx, txn.member_id, held, change, review_time)
-    return reached
+    reached = dt.upgrade(ctx.ladder, held.tier, window) if points > 0 else None
+    if reached is not None:
+        review_time = dt.review_after(ctx.ladder, reached, now)
+        change = dt.TierChange(now, held.tier, reached, window, "QUALIFIED")
+        await _change(conn, ctx, txn.member_id, held, change, review_time)
+        held = Standing(reached, review_time)
+    return dt.status(ctx.ladder, held.tier.code, window, held.review_time)
 
 
 async def record_reversal(

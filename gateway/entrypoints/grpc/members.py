@@ -17,7 +17,7 @@ from gateway.entrypoints.grpc.convert import (
     transaction_to_proto,
     txn_type_filter,
 )
-from gateway.service import ledger, tiers
+from gateway.service import ledger
 from gateway.service import members as members_service
 
 SERVICE = "coalition.v1.MemberService"
@@ -43,9 +43,7 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
     ) -> pb.GetMemberResponse:
         async with self.read() as conn:
             member = await members_service.get(conn, self.ctx, request.name)
-        balance = await ledger.current_balance(self.ctx, member.id)
-        async with self.read() as conn:
-            standing = await tiers.status(conn, self.ctx, member.id)
+        balance, standing = await ledger.current_balance(self.ctx, member.id)
         return pb.GetMemberResponse(
             member=member_to_proto(member), balance=balance_to_proto(balance, standing)
         )
@@ -92,9 +90,7 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-        balance = await ledger.current_balance(self.ctx, member.id)
-        async with self.read() as conn:
-            standing = await tiers.status(conn, self.ctx, member.id)
+        balance, standing = await ledger.current_balance(self.ctx, member.id)
         return pb.GetBalanceResponse(balance=balance_to_proto(balance, standing))
 
     @rpc

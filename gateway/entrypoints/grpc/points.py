@@ -15,7 +15,7 @@ from gateway.domain import errors
 from gateway.entrypoints.errors import rpc
 from gateway.entrypoints.grpc.base import Servicer, not_yet
 from gateway.entrypoints.grpc.convert import component_to_proto, transaction_to_proto
-from gateway.service import earning, ledger, tiers
+from gateway.service import earning, ledger
 
 SERVICE = "coalition.v1.PointsService"
 
@@ -80,10 +80,9 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-            txn = await earning.earn(
+            txn, standing = await earning.earn(
                 conn, self.ctx, partner, member.id, basis, request.partner_reference, vest, occur
             )
-            standing = await tiers.status(conn, self.ctx, member.id)
             return pb.EarnPointsResponse(transaction=transaction_to_proto(txn, standing))
 
         return await self.once("EarnPoints", request, pb.EarnPointsResponse, work)
