@@ -48,7 +48,7 @@ def new_loyalty_number() -> str:
 def parse_loyalty_number(raw: str, field_path: str = "loyalty_number") -> str:
     """Normalize a loyalty number (spaces and dashes allowed) or raise INVALID_LOYALTY_NUMBER."""
     digits = raw.replace(" ", "").replace("-", "")
-    if len(digits) != LOYALTY_NUMBER_DIGITS or not _DIGITS.match(digits):
+    if len(digits) != LOYALTY_NUMBER_DIGITS or not _DIGITS.fullmatch(digits):
         raise InvalidArgument.on_field(
             field_path,
             "INVALID_LOYALTY_NUMBER",
@@ -82,7 +82,7 @@ def parse_phone_number(raw: str, field_path: str = "phone_number", region: str =
 
 def parse_member_name(raw: str, field_path: str = "name") -> str:
     """The member id in "members/{member}", or INVALID_MEMBER_NAME."""
-    match = _MEMBER_NAME.match(raw)
+    match = _MEMBER_NAME.fullmatch(raw)
     if not match:
         raise InvalidArgument.on_field(
             field_path, "INVALID_MEMBER_NAME", 'expected "members/{member}"'
@@ -125,13 +125,13 @@ def validate_contact(
             "FIELD_TOO_LONG",
             f"at most {EMAIL_CHARS_MAX} characters",
         )
-        require(bool(_EMAIL.match(email)), f"{prefix}.email", "INVALID_EMAIL", "not an e-mail")
+        require(bool(_EMAIL.fullmatch(email)), f"{prefix}.email", "INVALID_EMAIL", "not an e-mail")
     phone = details.phone_number.strip()
     if phone:
         phone = parse_phone_number(phone, f"{prefix}.phone_number", region)
     locale = details.locale.strip() or LOCALE_DEFAULT
     require(
-        len(locale) <= LOCALE_CHARS_MAX and bool(_LOCALE.match(locale)),
+        len(locale) <= LOCALE_CHARS_MAX and bool(_LOCALE.fullmatch(locale)),
         f"{prefix}.locale",
         "INVALID_LOCALE",
         'expected a BCP 47 language tag such as "en" or "fr-CA"',

@@ -74,7 +74,7 @@ class Partner:
 
 def parse_partner_id(raw: str, field_path: str = "partner_id") -> str:
     require(
-        bool(_PARTNER_ID.match(raw)),
+        bool(_PARTNER_ID.fullmatch(raw)),
         field_path,
         "INVALID_PARTNER_ID",
         f"3 to {PARTNER_ID_CHARS_MAX} characters of a-z, 0-9 and '-', starting with a letter",
@@ -84,7 +84,7 @@ def parse_partner_id(raw: str, field_path: str = "partner_id") -> str:
 
 def parse_partner_name(raw: str, field_path: str = "name") -> str:
     """The partner id in "partners/{partner}", or INVALID_PARTNER_NAME."""
-    match = _PARTNER_NAME.match(raw)
+    match = _PARTNER_NAME.fullmatch(raw)
     if not match:
         raise InvalidArgument.on_field(
             field_path, "INVALID_PARTNER_NAME", 'expected "partners/{partner}"'
@@ -110,7 +110,7 @@ def parse_earn_rate(raw: str, field_path: str = "partner.base_earn_rate") -> Dec
         raise InvalidArgument.on_field(
             field_path, "INVALID_EARN_RATE", 'a decimal number such as "10" or "2.5"'
         ) from None
-    exponent = rate.as_tuple().exponent
+    exponent = rate.normalize().as_tuple().exponent if rate.is_finite() else 0
     require(
         rate.is_finite() and Decimal(0) <= rate <= EARN_RATE_MAX,
         field_path,
@@ -127,7 +127,9 @@ def parse_earn_rate(raw: str, field_path: str = "partner.base_earn_rate") -> Dec
 
 
 def parse_currency(raw: str, field_path: str) -> str:
-    require(bool(_CURRENCY.match(raw)), field_path, "INVALID_CURRENCY", "an ISO 4217 code like USD")
+    require(
+        bool(_CURRENCY.fullmatch(raw)), field_path, "INVALID_CURRENCY", "an ISO 4217 code like USD"
+    )
     return raw
 
 

@@ -74,13 +74,13 @@ def parse_decimal(
         raise InvalidArgument.on_field(
             field_path, reason, 'a decimal number such as "2" or "1.5"'
         ) from None
-    exponent = value.as_tuple().exponent
     require(
         value.is_finite() and low <= value <= high,
         field_path,
         reason,
         f"between {low} and {high}",
     )
+    exponent = value.normalize().as_tuple().exponent  # "1.50000" has 1 decimal, not 5
     require(
         isinstance(exponent, int) and -exponent <= decimals,
         field_path,
@@ -93,7 +93,7 @@ def parse_decimal(
 def parse_category(raw: str, field_path: str) -> str:
     category = raw.strip().lower()
     require(
-        0 < len(category) <= CATEGORY_CHARS_MAX and bool(_CATEGORY.match(category)),
+        0 < len(category) <= CATEGORY_CHARS_MAX and bool(_CATEGORY.fullmatch(category)),
         field_path,
         "INVALID_CATEGORY",
         f"1 to {CATEGORY_CHARS_MAX} characters of a-z, 0-9, '_', '.' and '-' (e.g. \"spa\")",
@@ -108,7 +108,7 @@ def parse_purchase_category(raw: str) -> str:
 
 def parse_action(raw: str, field_path: str = "action") -> str:
     require(
-        0 < len(raw) <= ACTION_CODE_CHARS_MAX and bool(_ACTION.match(raw)),
+        0 < len(raw) <= ACTION_CODE_CHARS_MAX and bool(_ACTION.fullmatch(raw)),
         field_path,
         "INVALID_ACTION",
         f'UPPER_SNAKE, 1 to {ACTION_CODE_CHARS_MAX} characters ("REVIEW", "APP_INSTALL")',
@@ -258,6 +258,14 @@ def validate_campaign(campaign: Campaign, now: datetime, prefix: str = "campaign
             "CATEGORIES_NOT_FOR_ACTIONS",
             "an action bonus applies to its action, not to purchase categories",
         )
+    multiplier = campaign.multiplier
+    require(
+        multiplier is None
+        or (multiplier.is_finite() and 1 < multiplier <= CAMPAIGN_MULTIPLIER_MAX),
+        f"{prefix}.multiplier",
+        "INVALID_MULTIPLIER",
+        f'more than 1 and at most {CAMPAIGN_MULTIPLIER_MAX} ("2" = double points)',
+    )
     require(
         campaign.multiplier is not None or campaign.bonus_points > 0,
         f"{prefix}.multiplier",

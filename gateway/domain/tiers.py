@@ -4,7 +4,8 @@ Rules members can trust::
 
     qualifying points   base purchase points (BASE and CATEGORY components) net of reversals;
                         bonuses, actions, conversions and donations never count
-    window              the rolling 12 months ending now: (now - 12 months, now]
+    window              the rolling 12 months ending now: [now - 12 months, now], so the earn
+                        that brought an upgrade still counts at the review a year later
     upgrade             the moment the window's points reach a higher threshold, by an earn;
                         the new status then holds at least until its review, 12 months later
     review              at the member's review time, with the window ending at that time:
@@ -62,9 +63,9 @@ class Ladder:
         if self.tiers[0].threshold_points != 0:
             raise LadderError("the first tier is the base tier: threshold 0")
         for tier in self.tiers:
-            if not _TIER_CODE.match(tier.code):
+            if not _TIER_CODE.fullmatch(tier.code):
                 raise LadderError(f"tier code {tier.code!r}: UPPER_SNAKE, at most 32 characters")
-            if not Decimal(1) <= tier.multiplier <= TIER_MULTIPLIER_MAX:
+            if not (tier.multiplier.is_finite() and 1 <= tier.multiplier <= TIER_MULTIPLIER_MAX):
                 raise LadderError(f"tier {tier.code}: multiplier between 1 and 10")
             if not 0 <= tier.threshold_points <= TIER_THRESHOLD_POINTS_MAX:
                 raise LadderError(f"tier {tier.code}: threshold out of range")
@@ -88,7 +89,7 @@ class Ladder:
     def earned(self, qualifying_points: int) -> Tier:
         """The highest tier whose threshold the points reach."""
         reached = [t for t in self.tiers if t.threshold_points <= qualifying_points]
-        return reached[-1]
+        return reached[-1] if reached else self.base
 
     def above(self, tier: Tier) -> Tier | None:
         rank = self.rank(tier)
@@ -138,7 +139,7 @@ def add_months(when: datetime, months: int) -> datetime:
 
 
 def window_start(at: datetime) -> datetime:
-    """Qualifying points count if earned after this instant (and at or before `at`)."""
+    """Qualifying points count if earned at or after this instant (and at or before `at`)."""
     return add_months(at, -TIER_WINDOW_MONTHS)
 
 
@@ -193,6 +194,8 @@ class Qualifying:
     """The earn's time, also for its reversals: a reversal nets the earn it reverses."""
     record_time: datetime
     """When the change was recorded (the earn, or the reversal)."""
+    seq: int = 0
+    """Recording order among changes with the same record_time (the stored row's id)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ class TierChange:
 def window_points(history: Iterable[Qualifying], at: datetime) -> int:
     """Qualifying points in the window ending at `at`, as recorded by then."""
     start = window_start(at)
-    return sum(q.points for q in history if start < q.earn_time <= at and q.record_time <= at)
+    return sum(q.points for q in history if start <= q.earn_time <= at and q.record_time <= at)
 
 
 def replay(
@@ -220,7 +223,7 @@ def replay(
     (before an earn recorded at the same instant). This is the specification the live system
     follows step by step, and what tests compare it with.
     """
-    events = sorted(history, key=lambda q: q.record_time)
+    events = sorted(history, key=lambda q: (q.record_time, q.seq))
     tier, review_time, changes = ladder.base, None, []
     seen: list[Qualifying] = []
 

@@ -47,7 +47,7 @@ async def qualifying_points(conn: AsyncConnection, member_id: str, at: datetime)
     total = await conn.scalar(
         select(func.coalesce(func.sum(QUALIFYING.c.points), 0)).where(
             QUALIFYING.c.member_id == member_id,
-            QUALIFYING.c.earn_time > dt.window_start(at),
+            QUALIFYING.c.earn_time >= dt.window_start(at),
             QUALIFYING.c.earn_time <= at,
             QUALIFYING.c.record_time <= at,
         )

@@ -31,7 +31,7 @@ async def _history(ctx: AppContext, member_id: str) -> list[dt.Qualifying]:
         rows = await conn.execute(
             select(tiers.QUALIFYING).where(tiers.QUALIFYING.c.member_id == member_id)
         )
-        return [dt.Qualifying(r.points, r.earn_time, r.record_time) for r in rows]
+        return [dt.Qualifying(r.points, r.earn_time, r.record_time, r.id) for r in rows]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
