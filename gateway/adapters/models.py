@@ -271,6 +271,8 @@ class CampaignRow(Base):
     total_budget_points: Mapped[int] = mapped_column(BigInteger, default=0)
     budget_spent_points: Mapped[int] = mapped_column(BigInteger, default=0)
     """Points paid, kept only for campaigns with a total budget (the guarded counter)."""
+    stop_time: Mapped[datetime | None]
+    """Set by EndCampaign: no earn recorded from then on gets the bonus, even a backdated one."""
     create_time: Mapped[datetime]
 
     __table_args__ = (Index("ix_campaigns_partner_end", "partner_id", "end_time"),)

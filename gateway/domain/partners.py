@@ -123,7 +123,7 @@ def parse_earn_rate(raw: str, field_path: str = "partner.base_earn_rate") -> Dec
         "INVALID_EARN_RATE",
         f"at most {EARN_RATE_DECIMALS_MAX} decimals",
     )
-    return rate.normalize() if rate else Decimal(0)
+    return rules.plain(rate) if rate else Decimal(0)
 
 
 def parse_currency(raw: str, field_path: str) -> str:

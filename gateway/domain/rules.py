@@ -65,6 +65,13 @@ def round_points(value: Decimal, rounding: Rounding) -> int:
 # -- parsing ---------------------------------------------------------------------------------
 
 
+def plain(value: Decimal) -> Decimal:
+    """Without trailing zeros, never in exponent form: "10.00" -> 10, not 1E+1."""
+    value = value.normalize()
+    exponent = value.as_tuple().exponent
+    return value.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else value
+
+
 def parse_decimal(
     raw: str, field_path: str, reason: str, low: Decimal, high: Decimal, decimals: int
 ) -> Decimal:
@@ -87,7 +94,7 @@ def parse_decimal(
         reason,
         f"at most {decimals} decimals",
     )
-    return value.normalize()
+    return plain(value)
 
 
 def parse_category(raw: str, field_path: str) -> str:
@@ -174,6 +181,8 @@ class Campaign:
     member_budget_points: int = 0
     total_budget_points: int = 0
     create_time: datetime | None = None
+    stop_time: datetime | None = None
+    """When EndCampaign stopped it: earns recorded from then on get nothing, backdated or not."""
 
     @property
     def name(self) -> str:

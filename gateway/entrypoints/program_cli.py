@@ -117,6 +117,8 @@ def _show(campaign: pb.Campaign) -> str:
         if campaign.total_budget_points
         else f"{campaign.spent_points:,}/no cap"
     )
+    if campaign.member_budget_points:
+        budget += f", at most {campaign.member_budget_points:,} per member"
     what = (
         f"action {campaign.action}"
         if campaign.action

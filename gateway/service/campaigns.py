@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters.models import CampaignAwardRow, CampaignRow, table_of
@@ -50,6 +50,7 @@ def _campaign(row: Any) -> dr.Campaign:
         member_budget_points=row.member_budget_points,
         total_budget_points=row.total_budget_points,
         create_time=row.create_time,
+        stop_time=row.stop_time,
     )
 
 
@@ -70,7 +71,11 @@ async def create(
     live = await conn.scalar(
         select(func.count())
         .select_from(CAMPAIGNS)
-        .where(CAMPAIGNS.c.partner_id == partner.id, CAMPAIGNS.c.end_time > now)
+        .where(
+            CAMPAIGNS.c.partner_id == partner.id,
+            CAMPAIGNS.c.end_time > now,
+            CAMPAIGNS.c.stop_time.is_(None),
+        )
     )
     if (live or 0) >= CAMPAIGNS_LIVE_MAX:
         raise FailedPrecondition(
@@ -119,21 +124,26 @@ async def get(conn: AsyncConnection, name: str) -> dr.Campaign:
 
 
 async def end(conn: AsyncConnection, ctx: AppContext, name: str) -> dr.Campaign:
-    """End a campaign now; earns from now on no longer get its bonus."""
+    """Stop a campaign now: no earn recorded from now on gets its bonus, even one whose purchase
+    happened while the campaign ran (a campaign that simply reaches its end_time still pays
+    purchases made before it, reported late)."""
     campaign = await get(conn, name)
     now = ctx.clock.now()
-    if campaign.end_time <= now:
+    if campaign.stop_time is not None or campaign.end_time <= now:
+        ended = campaign.stop_time or campaign.end_time
         raise FailedPrecondition(
-            "CAMPAIGN_ENDED",
-            f"the campaign ended at {campaign.end_time.isoformat()}",
-            {"campaign": name},
+            "CAMPAIGN_ENDED", f"the campaign ended at {ended.isoformat()}", {"campaign": name}
         )
     # A campaign that has not started yet ends before it starts: it never applies.
     end_time = max(now, campaign.start_time)
-    await conn.execute(
-        update(CAMPAIGNS).where(CAMPAIGNS.c.id == campaign.id).values(end_time=end_time)
+    stopped = await conn.execute(
+        update(CAMPAIGNS)
+        .where(CAMPAIGNS.c.id == campaign.id, CAMPAIGNS.c.stop_time.is_(None))
+        .values(end_time=end_time, stop_time=now)
     )
-    return replace(campaign, end_time=end_time)
+    if stopped.rowcount != 1:
+        raise FailedPrecondition("CAMPAIGN_ENDED", "the campaign was ended meanwhile")
+    return replace(campaign, end_time=end_time, stop_time=now)
 
 
 async def spent(conn: AsyncConnection, campaign_ids: list[str]) -> dict[str, int]:
@@ -188,6 +198,7 @@ async def offers(
     category: str,
     action: str,
     lock: bool,
+    now: datetime,
 ) -> list[dr.Offer]:
     """The partner's campaigns that apply at `at`, with what is left of their budgets.
 
@@ -200,6 +211,7 @@ async def offers(
             CAMPAIGNS.c.partner_id == partner.id,
             CAMPAIGNS.c.start_time <= at,
             CAMPAIGNS.c.end_time > at,
+            or_(CAMPAIGNS.c.stop_time.is_(None), CAMPAIGNS.c.stop_time > now),
         )
         .order_by(CAMPAIGNS.c.start_time, CAMPAIGNS.c.id)
         .limit(CAMPAIGNS_LIVE_MAX)

@@ -88,7 +88,9 @@ async def quote(
 ) -> tuple[dr.Quote, list[dr.Offer]]:
     basis = check_basis(basis)
     if isinstance(basis, Action):
-        offered = await campaigns.offers(conn, partner, member_id, at, "", basis.code, lock)
+        offered = await campaigns.offers(
+            conn, partner, member_id, at, "", basis.code, lock, ctx.clock.now()
+        )
         result = dr.quote_action(
             partner.name, basis.code, basis.points, offered, partner.settings.earn_rounding
         )
@@ -110,7 +112,9 @@ async def quote(
     conversion = None
     if spend.currency != rules.currency:
         conversion = await rates.conversion(conn, spend.currency, rules.currency, at)
-    offered = await campaigns.offers(conn, partner, member_id, at, spend.category, "", lock)
+    offered = await campaigns.offers(
+        conn, partner, member_id, at, spend.category, "", lock, ctx.clock.now()
+    )
     return dr.quote_purchase(rules, spend, conversion, tier, offered), offered
 
 

@@ -55,10 +55,19 @@ async def set_rate(
                 )
             )
     except IntegrityError:
-        raise AlreadyExists(
-            "RATE_EXISTS",
-            f"a {base}/{quote} rate is already effective at {effective.isoformat()}",
-        ) from None
+        existing = await conn.scalar(
+            select(RATES.c.rate).where(
+                RATES.c.base_currency == base,
+                RATES.c.quote_currency == quote,
+                RATES.c.effective_time == effective,
+            )
+        )
+        if existing is None or Decimal(existing) != rate:
+            raise AlreadyExists(
+                "RATE_EXISTS",
+                f"another {base}/{quote} rate ({existing}) is effective at {effective.isoformat()}",
+            ) from None
+        # The same rate again (a rate sheet loaded twice): nothing to do.
     return ExchangeRate(base, quote, rate, effective)
 
 

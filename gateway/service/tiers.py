@@ -56,10 +56,31 @@ async def qualifying_points(conn: AsyncConnection, member_id: str, at: datetime)
 
 
 async def status(conn: AsyncConnection, ctx: AppContext, member_id: str) -> dt.TierStatus:
+    """Where the member stands now, with any review that fell due already applied (read-only:
+    the member sees the outcome before the sweeper records it)."""
     now = ctx.clock.now()
     held = await standing(conn, ctx, member_id)
+    for _, after in await _due_reviews(conn, ctx, member_id, held, now):
+        held = after
     points = await qualifying_points(conn, member_id, now)
     return dt.status(ctx.ladder, held.tier.code, points, held.review_time)
+
+
+async def _due_reviews(
+    conn: AsyncConnection, ctx: AppContext, member_id: str, held: Standing, now: datetime
+) -> list[tuple[dt.TierChange, Standing]]:
+    """Every review due by `now`, each with the window ending at its own review time."""
+    reviews = []
+    for _ in range(REVIEW_YEARS_MAX):
+        if held.review_time is None or held.review_time > now:
+            break
+        at = held.review_time
+        window = await qualifying_points(conn, member_id, at)
+        after = dt.review(ctx.ladder, held.tier, window)
+        change = dt.TierChange(at, held.tier, after, window, "REVIEW")
+        held = Standing(after, dt.review_after(ctx.ladder, after, at))
+        reviews.append((change, held))
+    return reviews
 
 
 async def _change(
@@ -179,19 +200,10 @@ async def review_member(conn: AsyncConnection, ctx: AppContext, member_id: str) 
     Reviews run at their own review time, with the window ending then, however late this runs:
     the outcome depends on the history, not on when the sweeper came by.
     """
-    now = ctx.clock.now()
     held = await standing(conn, ctx, member_id)
-    tier, review_time = held.tier, held.review_time
-    for _ in range(REVIEW_YEARS_MAX):
-        if review_time is None or review_time > now:
-            break
-        window = await qualifying_points(conn, member_id, review_time)
-        after = dt.review(ctx.ladder, tier, window)
-        next_review = dt.review_after(ctx.ladder, after, review_time)
-        change = dt.TierChange(review_time, tier, after, window, "REVIEW")
-        await _change(conn, ctx, member_id, held, change, next_review)
-        tier, review_time = after, next_review
-        held = Standing(tier, review_time)
+    for change, after in await _due_reviews(conn, ctx, member_id, held, ctx.clock.now()):
+        await _change(conn, ctx, member_id, held, change, after.review_time)
+        held = after
     return held
 
 

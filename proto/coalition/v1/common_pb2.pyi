@@ -304,7 +304,7 @@ class Balance(_message.Message):
     expiring_points: _builtins.int
     """Points that expire next, at expiring_time; 0 when nothing is due to expire."""
     next_tier: _builtins.str
-    """The next tier's name; empty at the top tier."""
+    """The next tier's code ("GOLD"); empty at the top tier."""
     qualifying_points: _builtins.int
     """Tier-qualifying points in the rolling 12 months: base purchase points net of reversals
     (bonuses, actions, conversions and donations do not count).

@@ -54,7 +54,7 @@ class Member(_message.Message):
     marketing_consent: _builtins.bool
     """Whether the member agreed to marketing messages."""
     tier: _builtins.str
-    """The member's current tier. Output only."""
+    """The member's current tier code ("GOLD"). Output only."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""

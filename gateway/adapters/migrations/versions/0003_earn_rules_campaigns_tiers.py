@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("member_budget_points", sa.BigInteger(), nullable=False),
         sa.Column("total_budget_points", sa.BigInteger(), nullable=False),
         sa.Column("budget_spent_points", sa.BigInteger(), nullable=False),
+        sa.Column("stop_time", sa.DateTime(timezone=True), nullable=True),
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["partner_id"], ["partners.id"], name=op.f("fk_campaigns_partner_id_partners")
