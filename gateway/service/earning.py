@@ -128,7 +128,7 @@ async def quote_only(
 ) -> tuple[dr.Quote, Tier]:
     """What an earn would give now (or at occur_time); writes nothing."""
     at = dl.check_occur_time(ctx.clock.now(), occur_time, future_ok=True)
-    tier = (await tiers.standing(conn, ctx, member_id)).tier
+    tier = (await tiers.status(conn, ctx, member_id)).tier  # with a due review applied
     result, _ = await quote(conn, ctx, partner, member_id, tier, basis, at)
     return result, tier
 

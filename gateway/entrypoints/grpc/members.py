@@ -17,7 +17,7 @@ from gateway.entrypoints.grpc.convert import (
     transaction_to_proto,
     txn_type_filter,
 )
-from gateway.service import ledger
+from gateway.service import ledger, tiers
 from gateway.service import members as members_service
 
 SERVICE = "coalition.v1.MemberService"
@@ -110,8 +110,9 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             page, token = await ledger.history(
                 conn, member.id, request.page_size, request.page_token, partner_id, kind
             )
+            standing = await tiers.status(conn, self.ctx, member.id)
         return pb.ListTransactionsResponse(
-            transactions=[transaction_to_proto(t, member.tier) for t in page],
+            transactions=[transaction_to_proto(t, standing) for t in page],
             next_page_token=token,
         )
 

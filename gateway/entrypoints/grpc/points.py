@@ -15,7 +15,7 @@ from gateway.domain import errors
 from gateway.entrypoints.errors import rpc
 from gateway.entrypoints.grpc.base import Servicer, not_yet
 from gateway.entrypoints.grpc.convert import component_to_proto, transaction_to_proto
-from gateway.service import earning, ledger
+from gateway.service import earning, ledger, tiers
 
 SERVICE = "coalition.v1.PointsService"
 
@@ -99,7 +99,8 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             txn = await ledger.redeem(
                 conn, self.ctx, partner.id, member.id, request.points, request.partner_reference
             )
-            return pb.RedeemPointsResponse(transaction=transaction_to_proto(txn, member.tier))
+            standing = await tiers.status(conn, self.ctx, member.id)
+            return pb.RedeemPointsResponse(transaction=transaction_to_proto(txn, standing))
 
         return await self.once("RedeemPoints", request, pb.RedeemPointsResponse, work)
 
@@ -127,9 +128,8 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
                 hold_s,
                 request.partner_reference,
             )
-            return pb.AuthorizeRedemptionResponse(
-                transaction=transaction_to_proto(txn, member.tier)
-            )
+            standing = await tiers.status(conn, self.ctx, member.id)
+            return pb.AuthorizeRedemptionResponse(transaction=transaction_to_proto(txn, standing))
 
         return await self.once("AuthorizeRedemption", request, pb.AuthorizeRedemptionResponse, work)
 
@@ -142,7 +142,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             txn = await ledger.capture(
                 conn, self.ctx, partner.id, request.transaction, request.points
             )
-            tier = (await self.resolve_id(conn, txn.member_id)).tier
+            tier = await tiers.status(conn, self.ctx, txn.member_id)
             return pb.CaptureRedemptionResponse(transaction=transaction_to_proto(txn, tier))
 
         return await self.once("CaptureRedemption", request, pb.CaptureRedemptionResponse, work)
@@ -154,7 +154,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         async def work(conn: AsyncConnection) -> pb.VoidRedemptionResponse:
             partner = await self.acting_partner(conn)
             txn = await ledger.void(conn, self.ctx, partner.id, request.transaction)
-            tier = (await self.resolve_id(conn, txn.member_id)).tier
+            tier = await tiers.status(conn, self.ctx, txn.member_id)
             return pb.VoidRedemptionResponse(transaction=transaction_to_proto(txn, tier))
 
         return await self.once("VoidRedemption", request, pb.VoidRedemptionResponse, work)
@@ -170,7 +170,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             txn = await ledger.reverse(
                 conn, self.ctx, partner_id, request.transaction, request.points, request.reason
             )
-            tier = (await self.resolve_id(conn, txn.member_id)).tier
+            tier = await tiers.status(conn, self.ctx, txn.member_id)
             return pb.ReverseTransactionResponse(transaction=transaction_to_proto(txn, tier))
 
         return await self.once("ReverseTransaction", request, pb.ReverseTransactionResponse, work)

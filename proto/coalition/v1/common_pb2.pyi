@@ -420,7 +420,10 @@ class PointsTransaction(_message.Message):
 
     @_builtins.property
     def balance(self) -> Global___Balance:
-        """The member's balance right after this transaction."""
+        """The member's balance right after this transaction. Its tier fields (tier, next_tier,
+        points_to_next_tier, qualifying_points, tier_review_time) describe the member now, also in
+        ListTransactions, where older transactions are listed.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
