@@ -144,10 +144,18 @@ async def main() -> None:
     async def baseline(i: int) -> object:
         return await health[i % CHANNELS].Check(health_pb2.HealthCheckRequest())
 
-    async def earn(i: int) -> object:
+    def earner(tag: str) -> Callable[[int], Awaitable[object]]:
+        """EarnPoints with request ids of their own: a row must not replay another's."""
+
+        async def earn(i: int) -> object:
+            return await earn_as(f"{run}-{tag}{i}", i)
+
+        return earn
+
+    async def earn_as(request_id: str, i: int) -> object:
         return await points[i % CHANNELS].EarnPoints(
             points_pb2.EarnPointsRequest(
-                request_id=f"{run}-e{i}",
+                request_id=request_id,
                 member=ref(i),
                 purchase=common_pb2.Purchase(amount_minor=10_00, currency_code="USD"),
             ),
@@ -190,9 +198,9 @@ async def main() -> None:
     results = []
     for name, call, before in [
         ("baseline", baseline, None),
-        ("earn", earn, None),
-        ("earn+camp", earn, lambda: add_campaign(0)),
-        ("earn+budg", earn, lambda: add_campaign(10**12)),
+        ("earn", earner("e"), None),
+        ("earn+camp", earner("c"), lambda: add_campaign(0)),
+        ("earn+budg", earner("b"), lambda: add_campaign(10**12)),
         ("redeem", redeem, end_campaigns),
         ("balance", balance, None),
     ]:

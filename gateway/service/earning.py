@@ -18,7 +18,6 @@ from datetime import datetime
 from babel.numbers import get_currency_precision, is_currency
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.adapters import repository as repo
 from gateway.domain import ledger as dl
 from gateway.domain import rules as dr
 from gateway.domain.errors import FailedPrecondition, InvalidArgument
@@ -149,8 +148,8 @@ async def earn(
     dl.check_vest_time(now, vest_time)
     at = dl.check_occur_time(now, occur_time)
     basis = check_basis(basis)
-    await repo.lock_member(conn, member_id)
-    held = await tiers.review_member(conn, ctx, member_id)
+    held = await tiers.lock_standing(conn, ctx, member_id)
+    held = await tiers.review_member(conn, ctx, member_id, held)
     result, offered = await quote(conn, ctx, partner, member_id, held.tier, basis, at, lock=True)
     txn = await ledger.earn(
         conn,

@@ -42,6 +42,20 @@ async def standing(conn: AsyncConnection, ctx: AppContext, member_id: str) -> St
     return Standing(ctx.ladder.get(row.tier), row.tier_review_time)
 
 
+async def lock_standing(conn: AsyncConnection, ctx: AppContext, member_id: str) -> Standing:
+    """Lock the member (their balance row, as repo.lock_member does) and read their standing,
+    in one round trip: the first statement of every earn."""
+    row = (
+        await conn.execute(
+            select(MEMBERS.c.tier, MEMBERS.c.tier_review_time)
+            .join(repo.BALANCES, repo.BALANCES.c.member_id == MEMBERS.c.id)
+            .where(MEMBERS.c.id == member_id)
+            .with_for_update(of=repo.BALANCES)
+        )
+    ).one()
+    return Standing(ctx.ladder.get(row.tier), row.tier_review_time)
+
+
 async def qualifying_points(conn: AsyncConnection, member_id: str, at: datetime) -> int:
     """Points in the rolling window ending at `at`."""
     total = await conn.scalar(
@@ -194,13 +208,16 @@ async def record_reversal(
 # -- reviews ---------------------------------------------------------------------------------
 
 
-async def review_member(conn: AsyncConnection, ctx: AppContext, member_id: str) -> Standing:
+async def review_member(
+    conn: AsyncConnection, ctx: AppContext, member_id: str, held: Standing | None = None
+) -> Standing:
     """Apply every review due for one member; the caller holds the member's balance lock.
 
     Reviews run at their own review time, with the window ending then, however late this runs:
     the outcome depends on the history, not on when the sweeper came by.
     """
-    held = await standing(conn, ctx, member_id)
+    if held is None:
+        held = await standing(conn, ctx, member_id)
     for change, after in await _due_reviews(conn, ctx, member_id, held, ctx.clock.now()):
         await _change(conn, ctx, member_id, held, change, after.review_time)
         held = after
