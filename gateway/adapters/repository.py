@@ -107,17 +107,6 @@ async def find_member(conn: AsyncConnection, vault: PiiVault, **by: str) -> Memb
     return _member(row, vault) if row else None
 
 
-async def lock_member(conn: AsyncConnection, member_id: str) -> None:
-    """Serialize this transaction with every other change of the member's points and tier.
-
-    PostgreSQL takes the balance row's lock until commit; SQLite has one writer at a time
-    already (BEGIN IMMEDIATE), and SQLAlchemy leaves FOR UPDATE out there.
-    """
-    await conn.execute(
-        select(BALANCES.c.member_id).where(BALANCES.c.member_id == member_id).with_for_update()
-    )
-
-
 # -- partners --------------------------------------------------------------------------------
 
 

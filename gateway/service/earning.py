@@ -85,7 +85,7 @@ async def quote(
     at: datetime,
     lock: bool = False,
 ) -> tuple[dr.Quote, list[dr.Offer]]:
-    basis = check_basis(basis)
+    """The evaluation shared by quote_only and earn; `basis` has passed check_basis."""
     if isinstance(basis, Action):
         offered = await campaigns.offers(
             conn, partner, member_id, at, "", basis.code, lock, ctx.clock.now()
@@ -127,6 +127,7 @@ async def quote_only(
 ) -> tuple[dr.Quote, Tier]:
     """What an earn would give now (or at occur_time); writes nothing."""
     at = dl.check_occur_time(ctx.clock.now(), occur_time, future_ok=True)
+    basis = check_basis(basis)
     tier = (await tiers.status(conn, ctx, member_id)).tier  # with a due review applied
     result, _ = await quote(conn, ctx, partner, member_id, tier, basis, at)
     return result, tier

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,19 +35,6 @@ BALANCES = table_of(MemberBalanceRow)
 TRANSACTION_ID_BYTES = 12
 SETTLE_BATCH_ROWS = 500
 """Due vestings and expiring holds settled per database transaction by the sweeper."""
-
-
-@dataclass(frozen=True)
-class Purchase:
-    amount_minor: int
-    currency_code: str
-    category: str = ""
-
-
-@dataclass(frozen=True)
-class Action:
-    code: str
-    points: int
 
 
 # -- storage helpers -------------------------------------------------------------------------

@@ -43,8 +43,13 @@ async def standing(conn: AsyncConnection, ctx: AppContext, member_id: str) -> St
 
 
 async def lock_standing(conn: AsyncConnection, ctx: AppContext, member_id: str) -> Standing:
-    """Lock the member (their balance row, as repo.lock_member does) and read their standing,
-    in one round trip: the first statement of every earn."""
+    """Lock the member's balance row and read their standing, in one round trip.
+
+    Every change of a member's points or tier that decides on what it read (an earn, a review)
+    starts here, so they serialize per member. PostgreSQL holds the row lock until commit;
+    SQLite has one writer at a time already (BEGIN IMMEDIATE), and SQLAlchemy leaves FOR UPDATE
+    out there.
+    """
     row = (
         await conn.execute(
             select(MEMBERS.c.tier, MEMBERS.c.tier_review_time)
@@ -247,10 +252,9 @@ async def run_reviews(ctx: AppContext, batch: int = REVIEW_BATCH_MEMBERS) -> tup
         async with ctx.database.begin() as conn:
             due = await due_for_review(conn, ctx, batch)
             for member_id in due:
-                await repo.lock_member(conn, member_id)
-                before = (await standing(conn, ctx, member_id)).tier
-                after = (await review_member(conn, ctx, member_id)).tier
+                before = await lock_standing(conn, ctx, member_id)
+                after = await review_member(conn, ctx, member_id, before)
                 reviewed += 1
-                changed += after != before
+                changed += after.tier != before.tier
         if len(due) < batch:
             return reviewed, changed

@@ -55,13 +55,6 @@ def campaign_points(txn: common_pb2.PointsTransaction) -> int:
     return sum(c.points for c in txn.breakdown if c.kind == "CAMPAIGN")
 
 
-@pytest.fixture(autouse=True)
-async def ledger_verified(ctx: Any) -> Any:
-    yield
-    report = await verify(ctx)
-    assert report.ok, report.problems
-
-
 @pytest.fixture
 def api(gateway: Any) -> Api:
     return Api(gateway)

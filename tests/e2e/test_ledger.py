@@ -16,7 +16,6 @@ from errors import expect_error  # tests/e2e/errors.py
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from coalition.v1 import common_pb2, members_pb2, members_pb2_grpc, points_pb2, points_pb2_grpc
-from gateway.service.verify import verify
 
 Meta = list[tuple[str, str]]
 
@@ -163,13 +162,6 @@ class Ledger:
 
 def amounts(balance: common_pb2.Balance) -> tuple[int, int, int]:
     return balance.available_points, balance.pending_points, balance.held_points
-
-
-@pytest.fixture(autouse=True)
-async def ledger_verified(ctx: Any) -> Any:
-    yield
-    report = await verify(ctx)
-    assert report.ok, report.problems
 
 
 @pytest.fixture

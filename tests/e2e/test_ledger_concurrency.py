@@ -75,13 +75,6 @@ async def fire(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
     return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))
 
 
-@pytest.fixture(autouse=True)
-async def ledger_verified(ctx: Any) -> Any:
-    yield
-    report = await verify(ctx)
-    assert report.ok, report.problems
-
-
 @pytest.fixture
 async def stubs(gateway: Any) -> Any:
     """One PointsService stub per separate channel."""
