@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -104,26 +104,15 @@ def parse_partner_type(raw: str, field_path: str = "partner.type") -> PartnerTyp
 
 
 def parse_earn_rate(raw: str, field_path: str = "partner.base_earn_rate") -> Decimal:
-    try:
-        rate = Decimal(raw.strip() or "0")
-    except InvalidOperation:
-        raise InvalidArgument.on_field(
-            field_path, "INVALID_EARN_RATE", 'a decimal number such as "10" or "2.5"'
-        ) from None
-    exponent = rate.normalize().as_tuple().exponent if rate.is_finite() else 0
-    require(
-        rate.is_finite() and Decimal(0) <= rate <= EARN_RATE_MAX,
+    """Points per major currency unit; empty means 0."""
+    return rules.parse_decimal(
+        raw.strip() or "0",
         field_path,
         "INVALID_EARN_RATE",
-        f"between 0 and {EARN_RATE_MAX} points per currency unit",
+        Decimal(0),
+        EARN_RATE_MAX,
+        EARN_RATE_DECIMALS_MAX,
     )
-    require(
-        isinstance(exponent, int) and -exponent <= EARN_RATE_DECIMALS_MAX,
-        field_path,
-        "INVALID_EARN_RATE",
-        f"at most {EARN_RATE_DECIMALS_MAX} decimals",
-    )
-    return rules.plain(rate) if rate else Decimal(0)
 
 
 def parse_currency(raw: str, field_path: str) -> str:

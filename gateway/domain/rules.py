@@ -94,7 +94,7 @@ def parse_decimal(
         reason,
         f"at most {decimals} decimals",
     )
-    return plain(value)
+    return plain(value) if value else Decimal(0)
 
 
 def parse_category(raw: str, field_path: str) -> str:
