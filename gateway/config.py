@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from gateway.adapters.db import DATABASE_URL_DEFAULT
+from gateway.domain.expiry import ExpiryPolicy, ExpiryPolicyError, parse_policy
 from gateway.domain.tiers import DEFAULT_LADDER, Ladder, LadderError, ladder_from_config
 from partners.ca import write_private_file
 
@@ -70,6 +71,18 @@ def tier_ladder() -> Ladder:
         return ladder_from_config(entries)
     except (OSError, tomllib.TOMLDecodeError, LadderError) as exc:
         raise ConfigError(f"COALITION_TIERS_FILE {path}: {exc}") from None
+
+
+def expiry_policy() -> ExpiryPolicy:
+    """COALITION_EXPIRY_POLICY ("none", "fixed:MONTHS", "inactivity:MONTHS") and
+    COALITION_EXPIRY_REMINDER_DAYS (days before expiry for the reminder; 0 for none)."""
+    days = env("EXPIRY_REMINDER_DAYS", "30")
+    try:
+        if not days.isdigit():
+            raise ExpiryPolicyError(f"COALITION_EXPIRY_REMINDER_DAYS {days!r} is not a number")
+        return parse_policy(env("EXPIRY_POLICY", "none"), int(days))
+    except ExpiryPolicyError as exc:
+        raise ConfigError(f"COALITION_EXPIRY_POLICY: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -73,6 +74,8 @@ class PartnerRow(Base):
     settlement_currency_code: Mapped[str] = mapped_column(String(3))
     webhook_url: Mapped[str] = mapped_column(String(2048), default="")
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    webhook_secret_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Webhook signing secrets are derived, never stored; rotating one bumps the version."""
     category_rates: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     """JSON {category: decimal string}: points per major unit for that category."""
     earn_rounding: Mapped[str] = mapped_column(String(8), default="DOWN", server_default="DOWN")
@@ -173,6 +176,14 @@ class MemberBalanceRow(Base):
     """Points earned, not yet vested."""
     held: Mapped[int] = mapped_column(BigInteger, default=0)
     """Points reserved by open authorizations."""
+    last_activity_time: Mapped[datetime | None]
+    """The last earn or burn: the inactivity expiry policy counts from it."""
+    last_redeem_time: Mapped[datetime | None]
+    """The last burn (redemption, hold, reward): the dormant-members report reads it."""
+    reminded_expire_time: Mapped[datetime | None]
+    """Inactivity policy: the expiry a "points expiring" reminder was last sent for."""
+
+    __table_args__ = (Index("ix_member_balances_last_activity_time", "last_activity_time"),)
 
 
 class LedgerTransactionRow(Base):
@@ -203,12 +214,44 @@ class LedgerTransactionRow(Base):
     pending_after: Mapped[int] = mapped_column(BigInteger)
     held_after: Mapped[int] = mapped_column(BigInteger)
     create_time: Mapped[datetime]
+    unspent_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Credits are lots (gateway.domain.expiry): points of this one not yet spent or expired."""
+    expire_time: Mapped[datetime | None]
+    """FIXED expiry policy: when the lot's unspent points expire."""
+    remind_time: Mapped[datetime | None]
+    """When the "points expiring" reminder for this lot went out (once per lot)."""
 
     __table_args__ = (
         Index("ix_ledger_transactions_member_seq", "member_id", "seq"),
         Index("ix_ledger_transactions_partner_seq", "partner_id", "seq"),
         Index("ix_ledger_transactions_open_due", "state", "due_time"),
+        # Partial: only lots with points left are ever searched, and they are few per member.
+        Index(
+            "ix_ledger_transactions_unspent_member",
+            "member_id",
+            "seq",
+            postgresql_where=text("unspent_points > 0"),
+            sqlite_where=text("unspent_points > 0"),
+        ),
+        Index(
+            "ix_ledger_transactions_unspent_expire",
+            "expire_time",
+            postgresql_where=text("unspent_points > 0"),
+            sqlite_where=text("unspent_points > 0"),
+        ),
     )
+
+
+class LotDrawRow(Base):
+    """Points a debit took from a lot (+), or gave back to it on a refund (-)."""
+
+    __tablename__ = "lot_draws"
+
+    id: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    debit_seq: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.seq"), index=True)
+    """The redemption, authorization or reward that spent the points."""
+    lot_seq: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.seq"))
+    points: Mapped[int] = mapped_column(BigInteger)
 
 
 class PostingRow(Base):
@@ -326,3 +369,84 @@ class OutboxEventRow(Base):
     create_time: Mapped[datetime]
 
     __table_args__ = (Index("ix_outbox_events_subject_seq", "subject", "seq"),)
+
+
+class DeliveryRow(Base):
+    """One event on its way to one destination: a partner's webhook or a member's inbox."""
+
+    __tablename__ = "outbox_deliveries"
+
+    id: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    event_seq: Mapped[int] = mapped_column(ForeignKey("outbox_events.seq"), index=True)
+    destination: Mapped[str] = mapped_column(String(80))
+    """"partner:{id}" (its webhook) or "member:{id}" (the notification channel)."""
+    state: Mapped[str] = mapped_column(String(12))
+    """PENDING, DELIVERED, SKIPPED (nothing to send it to) or DEAD (attempts exhausted)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_time: Mapped[datetime]
+    """PENDING: not before this; a claimed delivery is pushed a lease ahead while in flight."""
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+
+    __table_args__ = (
+        Index(
+            "ix_outbox_deliveries_pending_next",
+            "next_attempt_time",
+            postgresql_where=text("state = 'PENDING'"),
+            sqlite_where=text("state = 'PENDING'"),
+        ),
+        Index("ix_outbox_deliveries_state_id", "state", "id"),
+    )
+
+
+# -- rewards ---------------------------------------------------------------------------------
+
+
+class RewardRow(Base):
+    __tablename__ = "rewards"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    points_price: Mapped[int] = mapped_column(BigInteger)
+    stock: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Units offered; 0 is unlimited (then the counters below are not kept: no hot row)."""
+    issued: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Vouchers issued: the guarded counter, never above stock + refunded."""
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    start_time: Mapped[datetime | None]
+    end_time: Mapped[datetime | None]
+    voucher_validity_s: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_rewards_partner_id", "partner_id", "id"),)
+
+
+class VoucherRow(Base):
+    __tablename__ = "vouchers"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reward_id: Mapped[str] = mapped_column(ForeignKey("rewards.id"))
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    """The reward's partner: the only partner that may see, validate or consume it."""
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), index=True)
+    state: Mapped[str] = mapped_column(String(12))
+    issue_time: Mapped[datetime]
+    expire_time: Mapped[datetime]
+    consume_time: Mapped[datetime | None]
+    transaction_id: Mapped[str] = mapped_column(String(32))
+    """The REWARD transaction that paid for it."""
+    refund_transaction_id: Mapped[str | None] = mapped_column(String(32))
+    points: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_vouchers_issued_expire",
+            "expire_time",
+            postgresql_where=text("state = 'ISSUED'"),
+            sqlite_where=text("state = 'ISSUED'"),
+        ),
+    )

@@ -7,6 +7,7 @@ Every movement is one transaction of postings that sum to zero per asset. Accoun
     member:{id}:held        reserved by open authorizations
     partner:{id}:issued     source of the points a partner issues (goes negative)
     partner:{id}:redeemed   sink of the points a partner accepts
+    partner:{id}:expired    breakage: the partner's points that expired unspent
 
 Lifecycle (the state of each transaction kind)::
 
@@ -15,7 +16,7 @@ Lifecycle (the state of each transaction kind)::
     AUTHORIZATION  PENDING --capture (all or part)--> POSTED, the rest released
                            --void--> VOIDED
                            --hold expires--> EXPIRED, all released
-    REDEEM, CAPTURE, VOID, REVERSAL: POSTED at once
+    REDEEM, REWARD, CAPTURE, VOID, REVERSAL, EXPIRY: POSTED at once
 
 A reversal refunds a redemption (or capture) or claws back an earn, in full or in part; the sum
 of a transaction's reversals never exceeds it. A clawback of points already spent takes the
@@ -56,6 +57,8 @@ class TxnType(enum.StrEnum):
     CAPTURE = "CAPTURE"
     VOID = "VOID"
     REVERSAL = "REVERSAL"
+    EXPIRY = "EXPIRY"
+    REWARD = "REWARD"
 
 
 class TxnState(enum.StrEnum):
@@ -83,6 +86,11 @@ def issued(partner_id: str) -> str:
 
 def redeemed(partner_id: str) -> str:
     return f"partner:{partner_id}:redeemed"
+
+
+def expired(partner_id: str) -> str:
+    """Breakage: points of this partner's issue that expired unspent."""
+    return f"partner:{partner_id}:expired"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from gateway.config import (
     ConfigError,
     database_url,
     env,
+    expiry_policy,
     secret_key,
     tier_ladder,
 )
@@ -98,11 +99,14 @@ async def _context(url: str, migrate_empty: bool, ca_dir: str = "") -> AppContex
     try:
         vault = PiiVault(secret_key(url))
         ladder = tier_ladder()
+        expiry = expiry_policy()
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from None
     database = await _ready_database(url, migrate_empty)
     ca = _load_ca(ca_dir or env("CA_DIR", CA_DIR_DEFAULT))
-    return AppContext(database=database, vault=vault, clock=SystemClock(), ca=ca, ladder=ladder)
+    return AppContext(
+        database=database, vault=vault, clock=SystemClock(), ca=ca, ladder=ladder, expiry=expiry
+    )
 
 
 def _with_context(

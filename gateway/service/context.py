@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gateway.adapters.db import Database
 from gateway.clock import Clock, SystemClock
+from gateway.domain.expiry import ExpiryPolicy
 from gateway.domain.pii import PiiVault
 from gateway.domain.tiers import DEFAULT_LADDER, Ladder
 from partners.ca import CertificateAuthority
@@ -20,3 +21,5 @@ class AppContext:
     """The coalition CA, when this gateway may issue partner certificates."""
     ladder: Ladder = DEFAULT_LADDER
     """The tier ladder (COALITION_TIERS_FILE), the same for every gateway of a deployment."""
+    expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    """COALITION_EXPIRY_POLICY; applies to points credited from then on."""

@@ -22,11 +22,11 @@ from gateway.adapters.models import (
     PostingRow,
     table_of,
 )
+from gateway.domain import expiry, paging
 from gateway.domain import ledger as dl
-from gateway.domain import paging
 from gateway.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from gateway.domain.tiers import TierStatus
-from gateway.service import tiers
+from gateway.service import lots, tiers
 from gateway.service.context import AppContext
 
 TXNS = table_of(LedgerTransactionRow)
@@ -51,8 +51,19 @@ async def _change(
     pending: int = 0,
     held: int = 0,
     need_available: int | None = None,
+    active_at: datetime | None = None,
+    burn: bool = False,
 ) -> dl.Balance | None:
-    """Apply deltas in one guarded statement; None if the guard (available >= need) failed."""
+    """Apply deltas in one guarded statement; None if the guard (available >= need) failed.
+
+    active_at records an earn or burn (the inactivity expiry counts from it); burn marks it a
+    redemption too (the dormant-members report reads that).
+    """
+    activity: dict[str, datetime] = {}
+    if active_at is not None:
+        activity["last_activity_time"] = active_at
+        if burn:
+            activity["last_redeem_time"] = active_at
     query = (
         update(BALANCES)
         .where(BALANCES.c.member_id == member_id)
@@ -60,6 +71,7 @@ async def _change(
             available=BALANCES.c.available + available,
             pending=BALANCES.c.pending + pending,
             held=BALANCES.c.held + held,
+            **activity,
         )
         .returning(BALANCES.c.available, BALANCES.c.pending, BALANCES.c.held)
     )
@@ -109,7 +121,13 @@ async def _record(
     breakdown: tuple[dict[str, object], ...] = (),
     due_time: datetime | None = None,
     occur_time: datetime | None = None,
+    lot: tuple[int, datetime | None] = (0, None),
+    spend: int = 0,
 ) -> dl.Transaction:
+    """Store a transaction and its postings.
+
+    lot: a credit's (unspent points, expire time); spend: points this debit takes from lots.
+    """
     txn = dl.Transaction(
         id=secrets.token_hex(TRANSACTION_ID_BYTES),
         member_id=member_id,
@@ -147,11 +165,14 @@ async def _record(
             pending_after=balance.pending,
             held_after=balance.held,
             create_time=txn.create_time,
+            unspent_points=lot[0],
+            expire_time=lot[1] if lot[0] else None,
         )
         .returning(TXNS.c.seq)
     )
     assert seq is not None
     await _post(conn, seq, postings)
+    await lots.spend(conn, member_id, seq, spend)
     return txn
 
 
@@ -216,14 +237,20 @@ async def earn(
     occur_time: datetime | None = None,
 ) -> dl.Transaction:
     """Post points the rules computed (gateway.service.earning decides how many)."""
-    vest = dl.check_vest_time(ctx.clock.now(), vest_time)
+    now = ctx.clock.now()
+    vest = dl.check_vest_time(now, vest_time)
     source = dl.issued(partner_id)
     if vest is None:
-        target, state, deltas = dl.available(member_id), dl.TxnState.POSTED, {"available": points}
+        target, state = dl.available(member_id), dl.TxnState.POSTED
+        balance = await _change(conn, member_id, available=points, active_at=now)
     else:
-        target, state, deltas = dl.pending(member_id), dl.TxnState.PENDING, {"pending": points}
-    balance = await _change(conn, member_id, **deltas)
+        target, state = dl.pending(member_id), dl.TxnState.PENDING
+        balance = await _change(conn, member_id, pending=points, active_at=now)
     assert balance is not None, "every member has a balance row"
+    lot: tuple[int, datetime | None] = (0, None)
+    if vest is None:
+        unspent = expiry.lot_change(balance.available - points, balance.available)
+        lot = (unspent, ctx.expiry.lot_expire_time(now))
     return await _record(
         conn,
         ctx,
@@ -239,6 +266,7 @@ async def earn(
         breakdown=breakdown,
         due_time=vest,
         occur_time=occur_time,
+        lot=lot,
     )
 
 
@@ -255,7 +283,27 @@ async def redeem(
 ) -> dl.Transaction:
     dl.check_points(points)
     dl.check_reference(reference)
-    balance = await _change(conn, member_id, available=-points, need_available=points)
+    return await burn(conn, ctx, partner_id, member_id, points, dl.TxnType.REDEEM, reference)
+
+
+async def burn(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner_id: str,
+    member_id: str,
+    points: int,
+    kind: dl.TxnType,
+    reference: str = "",
+) -> dl.Transaction:
+    """Spend points at once (a redemption, a reward): they go to the partner that honours them."""
+    balance = await _change(
+        conn,
+        member_id,
+        available=-points,
+        need_available=points,
+        active_at=ctx.clock.now(),
+        burn=True,
+    )
     if balance is None:
         raise dl.insufficient(await balance_of(conn, member_id), points)
     return await _record(
@@ -263,12 +311,13 @@ async def redeem(
         ctx,
         member_id=member_id,
         partner_id=partner_id,
-        kind=dl.TxnType.REDEEM,
+        kind=kind,
         state=dl.TxnState.POSTED,
         points=-points,
         balance=balance,
         postings=list(dl.move(dl.available(member_id), dl.redeemed(partner_id), points)),
         reference=reference,
+        spend=points,
     )
 
 
@@ -283,8 +332,17 @@ async def authorize(
 ) -> dl.Transaction:
     dl.check_points(points)
     dl.check_reference(reference)
-    expires = dl.hold_expiry(ctx.clock.now(), hold_seconds)
-    balance = await _change(conn, member_id, available=-points, held=points, need_available=points)
+    now = ctx.clock.now()
+    expires = dl.hold_expiry(now, hold_seconds)
+    balance = await _change(
+        conn,
+        member_id,
+        available=-points,
+        held=points,
+        need_available=points,
+        active_at=now,
+        burn=True,
+    )
     if balance is None:
         raise dl.insufficient(await balance_of(conn, member_id), points)
     return await _record(
@@ -300,6 +358,7 @@ async def authorize(
         open_points=points,
         reference=reference,
         due_time=expires,
+        spend=points,
     )
 
 
@@ -360,8 +419,16 @@ async def capture(
         raise FailedPrecondition("HOLD_NOT_OPEN", "the hold changed meanwhile; read it again")
     released = hold.open_points - captured
     member = hold.member_id
-    balance = await _change(conn, member, available=released, held=-hold.open_points)
+    balance = await _change(
+        conn,
+        member,
+        available=released,
+        held=-hold.open_points,
+        active_at=ctx.clock.now(),
+        burn=True,
+    )
     assert balance is not None
+    await lots.refund(conn, seq, expiry.lot_change(balance.available - released, balance.available))
     postings = list(dl.move(dl.held(member), dl.redeemed(hold.partner_id), captured))
     if released:
         postings += dl.move(dl.held(member), dl.available(member), released)
@@ -390,6 +457,9 @@ async def void(
     member = hold.member_id
     balance = await _change(conn, member, available=hold.open_points, held=-hold.open_points)
     assert balance is not None
+    await lots.refund(
+        conn, seq, expiry.lot_change(balance.available - hold.open_points, balance.available)
+    )
     return await _record(
         conn,
         ctx,
@@ -440,6 +510,18 @@ async def reverse(
             f"{amount} points requested, {left} left to reverse",
             {"reversible_points": str(left)},
         )
+    return await _reverse_posted(conn, ctx, seq, original, amount, reason)
+
+
+async def _reverse_posted(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    seq: int,
+    original: dl.Transaction,
+    amount: int,
+    reason: str,
+) -> dl.Transaction:
+    """Reverse `amount` points of a posted earn (a clawback) or debit (a refund)."""
     claimed = await conn.execute(
         update(TXNS)
         .where(TXNS.c.seq == seq, TXNS.c.reversed_points + amount <= func.abs(TXNS.c.points))
@@ -455,13 +537,25 @@ async def reverse(
     if original.type is dl.TxnType.EARN:
         # A clawback may take available below zero: the member then owes the points.
         balance = await _change(conn, member, available=-amount)
+        assert balance is not None
+        taken = -expiry.lot_change(balance.available + amount, balance.available)
+        await lots.claw_back(conn, member, seq, taken)
         postings = list(dl.move(dl.available(member), dl.issued(partner), amount))
         signed = -amount
     else:
         balance = await _change(conn, member, available=amount)
+        assert balance is not None
+        debit_seq: int | None = seq
+        if original.type is dl.TxnType.CAPTURE:  # the hold drew the points, not the capture
+            debit_seq = await conn.scalar(
+                select(TXNS.c.seq).where(TXNS.c.id == original.related_id)
+            )
+        assert debit_seq is not None
+        await lots.refund(
+            conn, debit_seq, expiry.lot_change(balance.available - amount, balance.available)
+        )
         postings = list(dl.move(dl.redeemed(partner), dl.available(member), amount))
         signed = amount
-    assert balance is not None
     txn = await _record(
         conn,
         ctx,
@@ -480,6 +574,16 @@ async def reverse(
             conn, ctx, original, txn.id, reversed_after - amount, reversed_after
         )
     return txn
+
+
+async def refund_reward(
+    conn: AsyncConnection, ctx: AppContext, txn_id: str, reason: str
+) -> dl.Transaction:
+    """Give a reward's points back in full (its voucher was refunded)."""
+    row = (await conn.execute(select(TXNS).where(TXNS.c.id == txn_id))).one()
+    original = _transaction(row)
+    assert original.type is dl.TxnType.REWARD and original.reversed_points == 0
+    return await _reverse_posted(conn, ctx, row.seq, original, -original.points, reason)
 
 
 async def _cancel_pending(
@@ -540,6 +644,38 @@ async def _cancel_pending(
     return txn
 
 
+# -- expiry ----------------------------------------------------------------------------------
+
+
+async def expire(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    member_id: str,
+    partner_id: str,
+    points: int,
+    reference: str,
+) -> dl.Transaction:
+    """Move expired points of one issuing partner to its breakage account.
+
+    The caller (gateway.service.expiry) took them out of the member's lots already; the lot
+    invariant guarantees they are available.
+    """
+    balance = await _change(conn, member_id, available=-points, need_available=points)
+    assert balance is not None, f"member {member_id}: lots hold more than is available"
+    return await _record(
+        conn,
+        ctx,
+        member_id=member_id,
+        partner_id=partner_id,
+        kind=dl.TxnType.EXPIRY,
+        state=dl.TxnState.POSTED,
+        points=-points,
+        balance=balance,
+        postings=list(dl.move(dl.available(member_id), dl.expired(partner_id), points)),
+        reference=reference,
+    )
+
+
 # -- time: vesting and hold expiry -----------------------------------------------------------
 
 
@@ -556,7 +692,14 @@ async def settle_due(
     """
     now = ctx.clock.now()
     query = (
-        select(TXNS.c.seq, TXNS.c.id, TXNS.c.member_id, TXNS.c.type, TXNS.c.open_points)
+        select(
+            TXNS.c.seq,
+            TXNS.c.id,
+            TXNS.c.member_id,
+            TXNS.c.type,
+            TXNS.c.open_points,
+            TXNS.c.due_time,
+        )
         .where(TXNS.c.state == dl.TxnState.PENDING.value, TXNS.c.due_time <= now)
         .order_by(TXNS.c.due_time)
         .limit(limit)
@@ -579,28 +722,53 @@ async def settle_due(
             continue
         member, points = row.member_id, row.open_points
         if is_earn:
-            await _change(conn, member, available=points, pending=-points)
+            balance = await _change(conn, member, available=points, pending=-points)
+            assert balance is not None
             await _post(
                 conn, row.seq, list(dl.move(dl.pending(member), dl.available(member), points))
             )
+            unspent = expiry.lot_change(balance.available - points, balance.available)
+            if unspent:  # the points became a lot when they vested, at the due time
+                await conn.execute(
+                    update(TXNS)
+                    .where(TXNS.c.seq == row.seq)
+                    .values(
+                        unspent_points=unspent,
+                        expire_time=ctx.expiry.lot_expire_time(row.due_time),
+                    )
+                )
         else:
-            await _change(conn, member, available=points, held=-points)
+            balance = await _change(conn, member, available=points, held=-points)
+            assert balance is not None
+            await lots.refund(
+                conn, row.seq, expiry.lot_change(balance.available - points, balance.available)
+            )
             await _post(conn, row.seq, list(dl.move(dl.held(member), dl.available(member), points)))
     return settled
 
 
-async def current_balance(ctx: AppContext, member_id: str) -> tuple[dl.Balance, TierStatus]:
-    """The balance after vesting due earns and releasing expired holds (lazily, on read), and
-    where the member stands in the tiers.
+async def current_balance(
+    ctx: AppContext, member_id: str
+) -> tuple[dl.Balance, TierStatus, expiry.Expiring | None]:
+    """The balance after vesting due earns and releasing expired holds (lazily, on read), where
+    the member stands in the tiers, and their next expiry.
 
     The common case, nothing due, is one read; only a member with something due pays a write.
     """
     async with ctx.database.connect() as conn:
         if not await anything_due(conn, ctx, member_id):
-            return await balance_of(conn, member_id), await tiers.status(conn, ctx, member_id)
+            return await _standing(conn, ctx, member_id)
     async with ctx.database.begin() as conn:
         await settle_due(conn, ctx, member_id)
-        return await balance_of(conn, member_id), await tiers.status(conn, ctx, member_id)
+        return await _standing(conn, ctx, member_id)
+
+
+async def _standing(
+    conn: AsyncConnection, ctx: AppContext, member_id: str
+) -> tuple[dl.Balance, TierStatus, expiry.Expiring | None]:
+    balance = await balance_of(conn, member_id)
+    status = await tiers.status(conn, ctx, member_id)
+    return balance, status, await lots.next_expiry(conn, ctx.expiry, member_id, balance.available)
 
 
 async def anything_due(conn: AsyncConnection, ctx: AppContext, member_id: str) -> bool:

@@ -1,8 +1,9 @@
 """The outbox: events written in the same transaction as the change they announce.
 
-Deliverers (partner webhooks, wallet pass updates, member notifications) read it afterwards, so
-an event exists if and only if its change committed. Delivery is at-least-once; every event has
-a unique id that consumers use to ignore repeats.
+Each event names its destinations when it is written: a delivery row per partner webhook and
+per member notification, so an event and its deliveries exist if and only if the change
+committed. The deliverer (gateway.service.delivery) works through the pending deliveries;
+delivery is at-least-once, and every event has a unique id that consumers use to ignore repeats.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.adapters.models import OutboxEventRow, table_of
+from gateway.adapters import repository as repo
+from gateway.adapters.models import DeliveryRow, OutboxEventRow, table_of
 from gateway.service.context import AppContext
 
 EVENTS = table_of(OutboxEventRow)
+DELIVERIES = table_of(DeliveryRow)
 EVENT_ID_BYTES = 12
 EVENTS_PAGE_MAX = 500
 
@@ -37,18 +40,55 @@ class Event:
 
 
 async def emit(
-    conn: AsyncConnection, ctx: AppContext, type_: str, subject: str, payload: dict[str, Any]
+    conn: AsyncConnection,
+    ctx: AppContext,
+    type_: str,
+    subject: str,
+    payload: dict[str, Any],
+    *,
+    member_id: str | None = None,
+    partner_ids: tuple[str, ...] = (),
 ) -> str:
+    """Write an event, to be delivered to the member (member_id) and to those of partner_ids
+    that have a webhook."""
     event_id = secrets.token_hex(EVENT_ID_BYTES)
-    await conn.execute(
-        insert(EVENTS).values(
+    now = ctx.clock.now()
+    seq = await conn.scalar(
+        insert(EVENTS)
+        .values(
             id=event_id,
             type=type_,
             subject=subject,
             payload=json.dumps(payload, sort_keys=True),
-            create_time=ctx.clock.now(),
+            create_time=now,
         )
+        .returning(EVENTS.c.seq)
     )
+    destinations = [f"member:{member_id}"] if member_id else []
+    if partner_ids:
+        hooked = await conn.scalars(
+            select(repo.PARTNERS.c.id)
+            .where(repo.PARTNERS.c.id.in_(partner_ids), repo.PARTNERS.c.webhook_url != "")
+            .order_by(repo.PARTNERS.c.id)
+        )
+        destinations += [f"partner:{partner}" for partner in hooked]
+    if destinations:
+        await conn.execute(
+            insert(DELIVERIES),
+            [
+                {
+                    "event_seq": seq,
+                    "destination": destination,
+                    "state": "PENDING",
+                    "attempts": 0,
+                    "next_attempt_time": now,
+                    "last_error": "",
+                    "create_time": now,
+                    "update_time": now,
+                }
+                for destination in destinations
+            ],
+        )
     return event_id
 
 

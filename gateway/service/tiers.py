@@ -141,6 +141,7 @@ async def _change(
             "change_time": change.at.isoformat(),
             "review_time": review_time.isoformat() if review_time else None,
         },
+        member_id=member_id,
     )
 
 

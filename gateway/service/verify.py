@@ -14,6 +14,7 @@ from gateway.domain.members import luhn_check_digit
 from gateway.service.campaigns import AWARDS, CAMPAIGNS
 from gateway.service.context import AppContext
 from gateway.service.ledger import BALANCES, POSTINGS, TXNS
+from gateway.service.lots import DRAWS
 from gateway.service.tiers import QUALIFYING
 
 VERIFY_BATCH_ROWS = 1_000
@@ -43,6 +44,7 @@ async def verify(ctx: AppContext) -> Report:
         return report
     await _members(ctx, report)
     await _ledger(ctx, report)
+    await _lots(ctx, report)
     await _campaigns(ctx, report)
     await _tiers(ctx, report)
     return report
@@ -153,6 +155,52 @@ async def _ledger(ctx: AppContext, report: Report) -> None:
         report.checked["transactions"] = int(
             await conn.scalar(select(func.count()).select_from(TXNS)) or 0
         )
+
+
+async def _lots(ctx: AppContext, report: Report) -> None:
+    """Lots hold exactly the positive part of each available balance, and no lot is overdrawn
+    or owes more back than its debits took."""
+    async with ctx.database.connect() as conn:
+        bad_lots = await conn.scalar(
+            select(func.count())
+            .select_from(TXNS)
+            .where(
+                (TXNS.c.unspent_points < 0)
+                | ((TXNS.c.unspent_points > 0) & (TXNS.c.unspent_points > TXNS.c.points))
+            )
+        )
+        if bad_lots:
+            report.problem(f"{bad_lots} lots with unspent points outside 0..their points")
+        negative_draws = (
+            await conn.execute(
+                select(DRAWS.c.debit_seq, DRAWS.c.lot_seq)
+                .group_by(DRAWS.c.debit_seq, DRAWS.c.lot_seq)
+                .having(func.sum(DRAWS.c.points) < 0)
+                .limit(VERIFY_PROBLEMS_MAX)
+            )
+        ).all()
+        for debit, lot in negative_draws:
+            report.problem(f"transaction #{debit} gave lot #{lot} back more than it drew")
+        unspent = (
+            select(TXNS.c.member_id, func.sum(TXNS.c.unspent_points).label("unspent"))
+            .where(TXNS.c.unspent_points != 0)
+            .group_by(TXNS.c.member_id)
+            .subquery()
+        )
+        rows = await conn.stream(
+            select(BALANCES.c.member_id, BALANCES.c.available, unspent.c.unspent).outerjoin(
+                unspent, unspent.c.member_id == BALANCES.c.member_id
+            )
+        )
+        count = 0
+        async for member_id, available, in_lots in rows:
+            count += 1
+            if int(in_lots or 0) != max(available, 0):
+                report.problem(
+                    f"members/{member_id}: lots hold {int(in_lots or 0)} points but "
+                    f"{max(available, 0)} are available"
+                )
+        report.checked["lots"] = count
 
 
 async def _campaigns(ctx: AppContext, report: Report) -> None:

@@ -25,7 +25,7 @@ from coalition.v1 import (
     wallet_pb2,
 )
 
-LATER_FILES = [rewards_pb2, donations_pb2, wallet_pb2, settlement_pb2]
+LATER_FILES = [donations_pb2, wallet_pb2, settlement_pb2]
 LATER_METHODS = {
     "coalition.v1.MemberService": ["LinkAccount", "UnlinkAccount", "ListLinkedAccounts"],
     "coalition.v1.PointsService": ["StreamEarnPoints", "ConvertPoints"],
@@ -61,9 +61,16 @@ SERVED_METHODS = {
         "VoidRedemption",
         "ReverseTransaction",
     ],
+    "coalition.v1.RewardService": [
+        "CreateReward",
+        "ListRewards",
+        "RedeemReward",
+        "ValidateVoucher",
+        "ConsumeVoucher",
+    ],
 }
 OPERATOR_ONLY = {"coalition.v1.PartnerService"}  # for partners it is PERMISSION_DENIED first
-ALL_FILES = [members_pb2, partners_pb2, points_pb2, *LATER_FILES]
+ALL_FILES = [members_pb2, partners_pb2, points_pb2, rewards_pb2, *LATER_FILES]
 
 
 def _services(module: Any) -> list[Any]:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
-from coalition.v1 import common_pb2, members_pb2, partners_pb2
+from coalition.v1 import common_pb2, members_pb2, partners_pb2, rewards_pb2
 from gateway.domain import credentials as dc
+from gateway.domain import expiry as de
 from gateway.domain import ledger as dl
 from gateway.domain import members as dm
 from gateway.domain import partners as dp
+from gateway.domain import rewards as drw
 from gateway.domain import rules as dr
 from gateway.domain import tiers as dt
 from gateway.domain.errors import InvalidArgument
@@ -274,13 +276,18 @@ def component_to_proto(component: dict[str, object]) -> common_pb2.EarnComponent
     )
 
 
-def balance_to_proto(balance: dl.Balance, tier: str | dt.TierStatus) -> common_pb2.Balance:
+def balance_to_proto(
+    balance: dl.Balance, tier: str | dt.TierStatus, expiring: de.Expiring | None = None
+) -> common_pb2.Balance:
     """With a TierStatus, also the progress to the next tier and the review time."""
     message = common_pb2.Balance(
         available_points=balance.available,
         pending_points=balance.pending,
         held_points=balance.held,
     )
+    if expiring is not None:
+        message.expiring_points = expiring.points
+        message.expiring_time.FromDatetime(expiring.time)
     if isinstance(tier, str):
         message.tier = tier
         return message
@@ -312,4 +319,82 @@ def transaction_to_proto(
         held_points=txn.open_points if txn.type is dl.TxnType.AUTHORIZATION else 0,
         channel_partner=f"partners/{txn.channel_partner_id}" if txn.channel_partner_id else "",
         occur_time=timestamp(txn.occur_time),
+    )
+
+
+# -- rewards ---------------------------------------------------------------------------------
+
+_REWARD_KIND = {k: rewards_pb2.Reward.Kind.Value(f"KIND_{k.value}") for k in drw.RewardKind}
+_REWARD_KIND_FROM = {v: k for k, v in _REWARD_KIND.items()}
+_VOUCHER_STATE = {s: rewards_pb2.Voucher.State.Value(f"STATE_{s.value}") for s in drw.VoucherState}
+
+
+def time_from_proto(message: Message, field: str, field_path: str) -> datetime | None:
+    """An optional Timestamp field; one outside what a datetime holds is bad input."""
+    if not message.HasField(field):
+        return None
+    try:
+        return cast(datetime, getattr(message, field).ToDatetime(tzinfo=UTC))
+    except (ValueError, OverflowError):
+        raise InvalidArgument.on_field(
+            field_path, "INVALID_TIMESTAMP", "a time between years 1 and 9999"
+        ) from None
+
+
+def reward_from_proto(reward: rewards_pb2.Reward) -> drw.RewardDraft:
+    kind = _REWARD_KIND_FROM.get(reward.kind)
+    if kind is None:
+        raise InvalidArgument.on_field(
+            "reward.kind", "MISSING_KIND", "FREE_NIGHT, RIDE_CREDIT, UPGRADE or GIFT"
+        )
+    validity = reward.voucher_validity
+    if validity.seconds < 0 or validity.nanos < 0 or validity.seconds > 10**12:
+        validity_td = timedelta(0)  # rejected by the range check below, with its message
+    else:
+        validity_td = validity.ToTimedelta()
+    return drw.check_draft(
+        drw.RewardDraft(
+            display_name=reward.display_name,
+            description=reward.description,
+            kind=kind,
+            points_price=reward.points_price,
+            stock=reward.stock,
+            start_time=time_from_proto(reward, "start_time", "reward.start_time"),
+            end_time=time_from_proto(reward, "end_time", "reward.end_time"),
+            voucher_validity=validity_td,
+        )
+    )
+
+
+def reward_to_proto(reward: drw.Reward) -> rewards_pb2.Reward:
+    message = rewards_pb2.Reward(
+        name=reward.name,
+        display_name=reward.display_name,
+        description=reward.description,
+        kind=_REWARD_KIND[reward.kind],
+        points_price=reward.points_price,
+        stock=reward.stock,
+        available_stock=reward.available_stock,
+        start_time=timestamp(reward.start_time),
+        end_time=timestamp(reward.end_time),
+        create_time=timestamp(reward.create_time),
+    )
+    message.voucher_validity.FromTimedelta(reward.voucher_validity)
+    return message
+
+
+def voucher_to_proto(voucher: drw.Voucher, now: datetime) -> rewards_pb2.Voucher:
+    member = f"members/{voucher.member_id}"
+    refund = voucher.refund_transaction_id
+    return rewards_pb2.Voucher(
+        code=drw.display_code(voucher.code),
+        reward=f"partners/{voucher.partner_id}/rewards/{voucher.reward_id}",
+        member=member,
+        state=_VOUCHER_STATE[voucher.state_at(now)],
+        issue_time=timestamp(voucher.issue_time),
+        expire_time=timestamp(voucher.expire_time),
+        consume_time=timestamp(voucher.consume_time),
+        transaction=f"{member}/transactions/{voucher.transaction_id}",
+        points=voucher.points,
+        refund_transaction=f"{member}/transactions/{refund}" if refund else "",
     )

@@ -43,10 +43,12 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
     ) -> pb.GetMemberResponse:
         async with self.read() as conn:
             member = await members_service.get(conn, self.ctx, request.name)
-        balance, standing = await ledger.current_balance(self.ctx, member.id)
+        balance, standing, expiring = await ledger.current_balance(self.ctx, member.id)
         shown = member_to_proto(member)
         shown.tier = standing.tier.code  # a review that fell due shows before the sweeper runs
-        return pb.GetMemberResponse(member=shown, balance=balance_to_proto(balance, standing))
+        return pb.GetMemberResponse(
+            member=shown, balance=balance_to_proto(balance, standing, expiring)
+        )
 
     @rpc
     async def UpdateMember(
@@ -90,8 +92,8 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-        balance, standing = await ledger.current_balance(self.ctx, member.id)
-        return pb.GetBalanceResponse(balance=balance_to_proto(balance, standing))
+        balance, standing, expiring = await ledger.current_balance(self.ctx, member.id)
+        return pb.GetBalanceResponse(balance=balance_to_proto(balance, standing, expiring))
 
     @rpc
     async def ListTransactions(

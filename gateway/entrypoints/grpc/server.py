@@ -32,6 +32,7 @@ from gateway.entrypoints.grpc.base import fill_unimplemented
 from gateway.entrypoints.grpc.members import MemberServicer
 from gateway.entrypoints.grpc.partners import PartnerServicer
 from gateway.entrypoints.grpc.points import PointsServicer
+from gateway.entrypoints.grpc.rewards import RewardServicer
 from gateway.service.context import AppContext
 
 GRPC_MESSAGE_BYTES_MAX = 4 * 1024 * 1024
@@ -43,12 +44,6 @@ log = logging.getLogger("coalition.grpc")
 
 # Services whose capability lands with a later release; each answers UNIMPLEMENTED + ErrorInfo.
 _LATER: list[tuple[str, type, Callable[[Any, grpc.aio.Server], None], str]] = [
-    (
-        "coalition.v1.RewardService",
-        rewards_pb2_grpc.RewardServiceServicer,
-        rewards_pb2_grpc.add_RewardServiceServicer_to_server,
-        "the rewards catalog",
-    ),
     (
         "coalition.v1.DonationService",
         donations_pb2_grpc.DonationServiceServicer,
@@ -126,6 +121,7 @@ async def create_server(
     partners_pb2_grpc.add_PartnerServiceServicer_to_server(
         PartnerServicer(ctx, authenticator), server
     )
+    rewards_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(ctx), server)
     for name, base, add, capability in _LATER:
         servicer = base()
         fill_unimplemented(servicer, base, name, {m: capability for m in vars(base)})

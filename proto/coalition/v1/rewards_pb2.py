@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oalition/v1/rewards.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x03\n\x06Reward\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.coalition.v1.Reward.Kind\x12\x14\n\x0cpoints_price\x18\x05 \x01(\x03\x12\r\n\x05stock\x18\x06 \x01(\x03\x12\x17\n\x0f\x61vailable_stock\x18\x07 \x01(\x03\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x10voucher_validity\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKIND_FREE_NIGHT\x10\x01\x12\x14\n\x10KIND_RIDE_CREDIT\x10\x02\x12\x10\n\x0cKIND_UPGRADE\x10\x03\x12\r\n\tKIND_GIFT\x10\x04\"\x88\x03\n\x07Voucher\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\t\x12\x0e\n\x06member\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.coalition.v1.Voucher.State\x12.\n\nissue_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63onsume_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransaction\x18\x08 \x01(\t\x12\x0e\n\x06points\x18\t \x01(\x03\"k\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ISSUED\x10\x01\x12\x12\n\x0eSTATE_CONSUMED\x10\x02\x12\x11\n\rSTATE_EXPIRED\x10\x03\x12\x12\n\x0eSTATE_REFUNDED\x10\x04\"_\n\x13\x43reateRewardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12$\n\x06reward\x18\x03 \x01(\x0b\x32\x14.coalition.v1.Reward\"<\n\x14\x43reateRewardResponse\x12$\n\x06reward\x18\x01 \x01(\x0b\x32\x14.coalition.v1.Reward\"d\n\x12ListRewardsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07partner\x18\x03 \x01(\t\x12\x16\n\x0e\x61vailable_only\x18\x04 \x01(\x08\"U\n\x13ListRewardsResponse\x12%\n\x07rewards\x18\x01 \x03(\x0b\x32\x14.coalition.v1.Reward\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x13RedeemRewardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0e\n\x06reward\x18\x03 \x01(\t\"t\n\x14RedeemRewardResponse\x12&\n\x07voucher\x18\x01 \x01(\x0b\x32\x15.coalition.v1.Voucher\x12\x34\n\x0btransaction\x18\x02 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"&\n\x16ValidateVoucherRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"P\n\x17ValidateVoucherResponse\x12&\n\x07voucher\x18\x01 \x01(\x0b\x32\x15.coalition.v1.Voucher\x12\r\n\x05valid\x18\x02 \x01(\x08\"9\n\x15\x43onsumeVoucherRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"@\n\x16\x43onsumeVoucherResponse\x12&\n\x07voucher\x18\x01 \x01(\x0b\x32\x15.coalition.v1.Voucher2\xce\x03\n\rRewardService\x12U\n\x0c\x43reateReward\x12!.coalition.v1.CreateRewardRequest\x1a\".coalition.v1.CreateRewardResponse\x12R\n\x0bListRewards\x12 .coalition.v1.ListRewardsRequest\x1a!.coalition.v1.ListRewardsResponse\x12U\n\x0cRedeemReward\x12!.coalition.v1.RedeemRewardRequest\x1a\".coalition.v1.RedeemRewardResponse\x12^\n\x0fValidateVoucher\x12$.coalition.v1.ValidateVoucherRequest\x1a%.coalition.v1.ValidateVoucherResponse\x12[\n\x0e\x43onsumeVoucher\x12#.coalition.v1.ConsumeVoucherRequest\x1a$.coalition.v1.ConsumeVoucherResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oalition/v1/rewards.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x03\n\x06Reward\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.coalition.v1.Reward.Kind\x12\x14\n\x0cpoints_price\x18\x05 \x01(\x03\x12\r\n\x05stock\x18\x06 \x01(\x03\x12\x17\n\x0f\x61vailable_stock\x18\x07 \x01(\x03\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x10voucher_validity\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKIND_FREE_NIGHT\x10\x01\x12\x14\n\x10KIND_RIDE_CREDIT\x10\x02\x12\x10\n\x0cKIND_UPGRADE\x10\x03\x12\r\n\tKIND_GIFT\x10\x04\"\xa4\x03\n\x07Voucher\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\t\x12\x0e\n\x06member\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.coalition.v1.Voucher.State\x12.\n\nissue_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63onsume_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransaction\x18\x08 \x01(\t\x12\x0e\n\x06points\x18\t \x01(\x03\x12\x1a\n\x12refund_transaction\x18\n \x01(\t\"k\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ISSUED\x10\x01\x12\x12\n\x0eSTATE_CONSUMED\x10\x02\x12\x11\n\rSTATE_EXPIRED\x10\x03\x12\x12\n\x0eSTATE_REFUNDED\x10\x04\"_\n\x13\x43reateRewardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12$\n\x06reward\x18\x03 \x01(\x0b\x32\x14.coalition.v1.Reward\"<\n\x14\x43reateRewardResponse\x12$\n\x06reward\x18\x01 \x01(\x0b\x32\x14.coalition.v1.Reward\"d\n\x12ListRewardsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07partner\x18\x03 \x01(\t\x12\x16\n\x0e\x61vailable_only\x18\x04 \x01(\x08\"U\n\x13ListRewardsResponse\x12%\n\x07rewards\x18\x01 \x03(\x0b\x32\x14.coalition.v1.Reward\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x13RedeemRewardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0e\n\x06reward\x18\x03 \x01(\t\"t\n\x14RedeemRewardResponse\x12&\n\x07voucher\x18\x01 \x01(\x0b\x32\x15.coalition.v1.Voucher\x12\x34\n\x0btransaction\x18\x02 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"&\n\x16ValidateVoucherRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"P\n\x17ValidateVoucherResponse\x12&\n\x07voucher\x18\x01 \x01(\x0b\x32\x15.coalition.v1.Voucher\x12\r\n\x05valid\x18\x02 \x01(\x08\"9\n\x15\x43onsumeVoucherRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"@\n\x16\x43onsumeVoucherResponse\x12&\n\x07voucher\x18\x01 \x01(\x0b\x32\x15.coalition.v1.Voucher2\xce\x03\n\rRewardService\x12U\n\x0c\x43reateReward\x12!.coalition.v1.CreateRewardRequest\x1a\".coalition.v1.CreateRewardResponse\x12R\n\x0bListRewards\x12 .coalition.v1.ListRewardsRequest\x1a!.coalition.v1.ListRewardsResponse\x12U\n\x0cRedeemReward\x12!.coalition.v1.RedeemRewardRequest\x1a\".coalition.v1.RedeemRewardResponse\x12^\n\x0fValidateVoucher\x12$.coalition.v1.ValidateVoucherRequest\x1a%.coalition.v1.ValidateVoucherResponse\x12[\n\x0e\x43onsumeVoucher\x12#.coalition.v1.ConsumeVoucherRequest\x1a$.coalition.v1.ConsumeVoucherResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,29 +39,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REWARD_KIND']._serialized_start=503
   _globals['_REWARD_KIND']._serialized_end=607
   _globals['_VOUCHER']._serialized_start=610
-  _globals['_VOUCHER']._serialized_end=1002
-  _globals['_VOUCHER_STATE']._serialized_start=895
-  _globals['_VOUCHER_STATE']._serialized_end=1002
-  _globals['_CREATEREWARDREQUEST']._serialized_start=1004
-  _globals['_CREATEREWARDREQUEST']._serialized_end=1099
-  _globals['_CREATEREWARDRESPONSE']._serialized_start=1101
-  _globals['_CREATEREWARDRESPONSE']._serialized_end=1161
-  _globals['_LISTREWARDSREQUEST']._serialized_start=1163
-  _globals['_LISTREWARDSREQUEST']._serialized_end=1263
-  _globals['_LISTREWARDSRESPONSE']._serialized_start=1265
-  _globals['_LISTREWARDSRESPONSE']._serialized_end=1350
-  _globals['_REDEEMREWARDREQUEST']._serialized_start=1352
-  _globals['_REDEEMREWARDREQUEST']._serialized_end=1450
-  _globals['_REDEEMREWARDRESPONSE']._serialized_start=1452
-  _globals['_REDEEMREWARDRESPONSE']._serialized_end=1568
-  _globals['_VALIDATEVOUCHERREQUEST']._serialized_start=1570
-  _globals['_VALIDATEVOUCHERREQUEST']._serialized_end=1608
-  _globals['_VALIDATEVOUCHERRESPONSE']._serialized_start=1610
-  _globals['_VALIDATEVOUCHERRESPONSE']._serialized_end=1690
-  _globals['_CONSUMEVOUCHERREQUEST']._serialized_start=1692
-  _globals['_CONSUMEVOUCHERREQUEST']._serialized_end=1749
-  _globals['_CONSUMEVOUCHERRESPONSE']._serialized_start=1751
-  _globals['_CONSUMEVOUCHERRESPONSE']._serialized_end=1815
-  _globals['_REWARDSERVICE']._serialized_start=1818
-  _globals['_REWARDSERVICE']._serialized_end=2280
+  _globals['_VOUCHER']._serialized_end=1030
+  _globals['_VOUCHER_STATE']._serialized_start=923
+  _globals['_VOUCHER_STATE']._serialized_end=1030
+  _globals['_CREATEREWARDREQUEST']._serialized_start=1032
+  _globals['_CREATEREWARDREQUEST']._serialized_end=1127
+  _globals['_CREATEREWARDRESPONSE']._serialized_start=1129
+  _globals['_CREATEREWARDRESPONSE']._serialized_end=1189
+  _globals['_LISTREWARDSREQUEST']._serialized_start=1191
+  _globals['_LISTREWARDSREQUEST']._serialized_end=1291
+  _globals['_LISTREWARDSRESPONSE']._serialized_start=1293
+  _globals['_LISTREWARDSRESPONSE']._serialized_end=1378
+  _globals['_REDEEMREWARDREQUEST']._serialized_start=1380
+  _globals['_REDEEMREWARDREQUEST']._serialized_end=1478
+  _globals['_REDEEMREWARDRESPONSE']._serialized_start=1480
+  _globals['_REDEEMREWARDRESPONSE']._serialized_end=1596
+  _globals['_VALIDATEVOUCHERREQUEST']._serialized_start=1598
+  _globals['_VALIDATEVOUCHERREQUEST']._serialized_end=1636
+  _globals['_VALIDATEVOUCHERRESPONSE']._serialized_start=1638
+  _globals['_VALIDATEVOUCHERRESPONSE']._serialized_end=1718
+  _globals['_CONSUMEVOUCHERREQUEST']._serialized_start=1720
+  _globals['_CONSUMEVOUCHERREQUEST']._serialized_end=1777
+  _globals['_CONSUMEVOUCHERRESPONSE']._serialized_start=1779
+  _globals['_CONSUMEVOUCHERRESPONSE']._serialized_end=1843
+  _globals['_REWARDSERVICE']._serialized_start=1846
+  _globals['_REWARDSERVICE']._serialized_end=2308
 # @@protoc_insertion_point(module_scope)

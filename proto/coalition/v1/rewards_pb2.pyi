@@ -142,9 +142,9 @@ class Voucher(_message.Message):
         STATE_CONSUMED: Voucher._State.ValueType  # 2
         """Used at the partner's counter."""
         STATE_EXPIRED: Voucher._State.ValueType  # 3
-        """Not used before expire_time."""
+        """Not used before expire_time. Unusable; the refund sweep (within minutes) refunds it."""
         STATE_REFUNDED: Voucher._State.ValueType  # 4
-        """Cancelled, and the points returned to the member."""
+        """Expired unused, and its points returned to the member in full (the refund policy)."""
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """Where a voucher is in its lifecycle."""
@@ -155,9 +155,9 @@ class Voucher(_message.Message):
     STATE_CONSUMED: Voucher.State.ValueType  # 2
     """Used at the partner's counter."""
     STATE_EXPIRED: Voucher.State.ValueType  # 3
-    """Not used before expire_time."""
+    """Not used before expire_time. Unusable; the refund sweep (within minutes) refunds it."""
     STATE_REFUNDED: Voucher.State.ValueType  # 4
-    """Cancelled, and the points returned to the member."""
+    """Expired unused, and its points returned to the member in full (the refund policy)."""
 
     CODE_FIELD_NUMBER: _builtins.int
     REWARD_FIELD_NUMBER: _builtins.int
@@ -168,6 +168,7 @@ class Voucher(_message.Message):
     CONSUME_TIME_FIELD_NUMBER: _builtins.int
     TRANSACTION_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
+    REFUND_TRANSACTION_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """The unique code the member shows at the counter (also printed as a QR/barcode)."""
     reward: _builtins.str
@@ -179,6 +180,10 @@ class Voucher(_message.Message):
     """The REWARD transaction that paid for it: "members/{member}/transactions/{transaction}"."""
     points: _builtins.int
     """Points paid (the reward's points_price at redemption time)."""
+    refund_transaction: _builtins.str
+    """The REVERSAL that gave the points back: "members/{member}/transactions/{transaction}".
+    Set only when state is REFUNDED.
+    """
     @_builtins.property
     def issue_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -201,10 +206,11 @@ class Voucher(_message.Message):
         consume_time: _timestamp_pb2.Timestamp | None = ...,
         transaction: _builtins.str = ...,
         points: _builtins.int = ...,
+        refund_transaction: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consume_time", b"consume_time", "expire_time", b"expire_time", "issue_time", b"issue_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "consume_time", b"consume_time", "expire_time", b"expire_time", "issue_time", b"issue_time", "member", b"member", "points", b"points", "reward", b"reward", "state", b"state", "transaction", b"transaction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "consume_time", b"consume_time", "expire_time", b"expire_time", "issue_time", b"issue_time", "member", b"member", "points", b"points", "refund_transaction", b"refund_transaction", "reward", b"reward", "state", b"state", "transaction", b"transaction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

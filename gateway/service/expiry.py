@@ -1,0 +1,289 @@
+"""Expiry use cases: the expiry run, "points expiring" reminders, the next expiry, dormancy.
+
+The rules are in gateway.domain.expiry. `coalition ledger expire` calls `run`: it walks the
+members with something due in keyset order, a bounded batch per database transaction, and locks
+each member's balance row before it touches their lots, the same order every debit follows.
+A crash loses at most the batch in flight, which the next run redoes: whatever expired is
+gone from the lots, so nothing expires twice, and a reminder is marked sent in the transaction
+that writes it to the outbox.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.adapters import repository as repo
+from gateway.domain import expiry as de
+from gateway.domain import ledger as dl
+from gateway.service import ledger, outbox
+from gateway.service.context import AppContext
+
+TXNS = ledger.TXNS
+BALANCES = ledger.BALANCES
+EXPIRE_BATCH_MEMBERS = 200
+"""Members expired (or reminded) per database transaction."""
+DORMANT_PAGE_ROWS_MAX = 1_000
+
+POINTS_EXPIRING = "PointsExpiring"
+POINTS_EXPIRED = "PointsExpired"
+
+
+@dataclass
+class RunReport:
+    reminded_members: int = 0
+    expired_members: int = 0
+    expired_points: int = 0
+
+
+# -- expiring --------------------------------------------------------------------------------
+
+
+async def _lock(conn: AsyncConnection, member_id: str) -> Any:
+    return (
+        await conn.execute(
+            select(BALANCES.c.available, BALANCES.c.last_activity_time)
+            .where(BALANCES.c.member_id == member_id)
+            .with_for_update()
+        )
+    ).one()
+
+
+async def expire_member(
+    conn: AsyncConnection, ctx: AppContext, member_id: str
+) -> list[dl.Transaction]:
+    """Expire what is due for one member: one EXPIRY transaction per issuing partner."""
+    now = ctx.clock.now()
+    balance = await _lock(conn, member_id)
+    due = and_(TXNS.c.member_id == member_id, TXNS.c.unspent_points > 0)
+    inactive = ctx.expiry.inactivity_expire_time(balance.last_activity_time or now)
+    if ctx.expiry.kind is de.ExpiryKind.INACTIVITY and inactive is not None and inactive <= now:
+        expire_time = inactive  # everything goes, lots with a later date of their own included
+    else:
+        due = and_(due, TXNS.c.expire_time <= now)
+        expire_time = None
+    lots = (
+        await conn.execute(
+            select(TXNS.c.seq, TXNS.c.partner_id, TXNS.c.unspent_points, TXNS.c.expire_time)
+            .where(due)
+            .order_by(TXNS.c.seq)
+        )
+    ).all()
+    if not lots:
+        return []
+    await conn.execute(update(TXNS).where(due).values(unspent_points=0))
+    by_partner: dict[str, int] = defaultdict(int)
+    for lot in lots:
+        by_partner[lot.partner_id] += lot.unspent_points
+    when = expire_time or max(lot.expire_time for lot in lots)
+    txns = [
+        await ledger.expire(conn, ctx, member_id, partner, points, f"expired {when.date()}")
+        for partner, points in sorted(by_partner.items())
+    ]
+    total = sum(by_partner.values())
+    await outbox.emit(
+        conn,
+        ctx,
+        POINTS_EXPIRED,
+        f"members/{member_id}",
+        {"member": f"members/{member_id}", "points": total, "expire_time": when.isoformat()},
+        member_id=member_id,
+    )
+    return txns
+
+
+async def _due_members(
+    conn: AsyncConnection, ctx: AppContext, after: str, horizon: datetime
+) -> tuple[list[str], bool]:
+    """Members with something expiring by `horizon`, in id order after `after`, and whether
+    there may be more."""
+    policy = ctx.expiry
+    lists = [
+        select(TXNS.c.member_id)
+        .where(TXNS.c.unspent_points > 0, TXNS.c.expire_time <= horizon, TXNS.c.member_id > after)
+        .distinct()
+        .order_by(TXNS.c.member_id)
+        .limit(EXPIRE_BATCH_MEMBERS)
+    ]
+    if policy.kind is de.ExpiryKind.INACTIVITY:
+        lists.append(
+            select(BALANCES.c.member_id)
+            .where(
+                BALANCES.c.available > 0,
+                BALANCES.c.last_activity_time <= policy.inactive_since_max(horizon),
+                BALANCES.c.member_id > after,
+            )
+            .order_by(BALANCES.c.member_id)
+            .limit(EXPIRE_BATCH_MEMBERS)
+        )
+    found = [list((await conn.scalars(query)).all()) for query in lists]
+    # A full list is complete only up to its last id: stop the batch there.
+    full = [ids[-1] for ids in found if len(ids) == EXPIRE_BATCH_MEMBERS]
+    bound = min(full) if full else None
+    members = sorted({m for ids in found for m in ids if bound is None or m <= bound})
+    return members, bound is not None
+
+
+async def expire_due(ctx: AppContext) -> RunReport:
+    """Expire everything due, batch after batch; safe to run twice or concurrently."""
+    report, after = RunReport(), ""
+    while True:
+        async with ctx.database.begin() as conn:
+            members, more = await _due_members(conn, ctx, after, ctx.clock.now())
+            for member_id in members:
+                txns = await expire_member(conn, ctx, member_id)
+                if txns:
+                    report.expired_members += 1
+                    report.expired_points -= sum(t.points for t in txns)
+        if not more:
+            return report
+        after = members[-1]
+
+
+# -- reminders -------------------------------------------------------------------------------
+
+
+async def _remind_member(conn: AsyncConnection, ctx: AppContext, member_id: str) -> int:
+    """Send the reminders due for one member; how many were sent."""
+    policy, now = ctx.expiry, ctx.clock.now()
+    horizon = now + timedelta(days=policy.reminder_days)
+    balance = await _lock(conn, member_id)
+    reminders: list[tuple[datetime, int]] = []
+    lots = (
+        await conn.execute(
+            select(TXNS.c.seq, TXNS.c.unspent_points, TXNS.c.expire_time).where(
+                TXNS.c.member_id == member_id,
+                TXNS.c.unspent_points > 0,
+                TXNS.c.remind_time.is_(None),
+                TXNS.c.expire_time > now,
+                TXNS.c.expire_time <= horizon,
+            )
+        )
+    ).all()
+    if lots:
+        per_date: dict[datetime, int] = defaultdict(int)
+        for lot in lots:
+            per_date[lot.expire_time] += lot.unspent_points
+        reminders += sorted(per_date.items())
+        await conn.execute(
+            update(TXNS).where(TXNS.c.seq.in_([lot.seq for lot in lots])).values(remind_time=now)
+        )
+    inactive = policy.inactivity_expire_time(balance.last_activity_time or now)
+    if (
+        policy.kind is de.ExpiryKind.INACTIVITY
+        and balance.available > 0
+        and inactive is not None
+        and now < inactive <= horizon
+    ):
+        marked = await conn.execute(
+            update(BALANCES)
+            .where(
+                BALANCES.c.member_id == member_id,
+                or_(
+                    BALANCES.c.reminded_expire_time.is_(None),
+                    BALANCES.c.reminded_expire_time != inactive,
+                ),
+            )
+            .values(reminded_expire_time=inactive)
+        )
+        if marked.rowcount == 1:
+            reminders.append((inactive, balance.available))
+    for expire_time, points in reminders:
+        await outbox.emit(
+            conn,
+            ctx,
+            POINTS_EXPIRING,
+            f"members/{member_id}",
+            {
+                "member": f"members/{member_id}",
+                "points": points,
+                "expire_time": expire_time.isoformat(),
+            },
+            member_id=member_id,
+        )
+    return len(reminders)
+
+
+async def remind_due(ctx: AppContext) -> int:
+    """Send every "points expiring" reminder due now; each (lot, date) at most once."""
+    if ctx.expiry.reminder_days == 0:
+        return 0
+    sent, after = 0, ""
+    horizon = ctx.clock.now() + timedelta(days=ctx.expiry.reminder_days)
+    while True:
+        async with ctx.database.begin() as conn:
+            members, more = await _due_members(conn, ctx, after, horizon)
+            for member_id in members:
+                sent += await _remind_member(conn, ctx, member_id)
+        if not more:
+            return sent
+        after = members[-1]
+
+
+async def run(ctx: AppContext) -> RunReport:
+    """`coalition ledger expire`: reminders first (they look ahead), then the expiry itself."""
+    reminded = await remind_due(ctx)
+    report = await expire_due(ctx)
+    report.reminded_members = reminded
+    return report
+
+
+# -- dormant members -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DormantMember:
+    member_id: str
+    loyalty_number: str
+    display_name: str
+    email: str
+    """Only for members who consented to marketing: the report is for re-engagement."""
+    available: int
+    last_activity_time: datetime | None
+    last_redeem_time: datetime | None
+
+
+async def dormant_page(
+    conn: AsyncConnection, since: datetime, after: str = "", limit: int = DORMANT_PAGE_ROWS_MAX
+) -> Sequence[DormantMember]:
+    """Members holding points who redeemed nothing since `since`, in id order after `after`."""
+    m = repo.MEMBERS
+    rows = await conn.execute(
+        select(
+            m.c.id,
+            m.c.loyalty_number,
+            m.c.display_name,
+            m.c.email,
+            m.c.marketing_consent,
+            BALANCES.c.available,
+            BALANCES.c.last_activity_time,
+            BALANCES.c.last_redeem_time,
+        )
+        .join(BALANCES, BALANCES.c.member_id == m.c.id)
+        .where(
+            BALANCES.c.available > 0,
+            or_(BALANCES.c.last_redeem_time.is_(None), BALANCES.c.last_redeem_time < since),
+            m.c.create_time < since,
+            m.c.id > after,
+        )
+        .order_by(m.c.id)
+        .limit(min(limit, DORMANT_PAGE_ROWS_MAX))
+    )
+    return [
+        DormantMember(
+            member_id=r.id,
+            loyalty_number=r.loyalty_number,
+            display_name=r.display_name,
+            email=r.email if r.marketing_consent else "",
+            available=r.available,
+            last_activity_time=r.last_activity_time,
+            last_redeem_time=r.last_redeem_time,
+        )
+        for r in rows
+    ]
