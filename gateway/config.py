@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from gateway.adapters.db import DATABASE_URL_DEFAULT
+from gateway.adapters.notify import Channel, channel_from_url
 from gateway.domain.expiry import ExpiryPolicy, ExpiryPolicyError, parse_policy
 from gateway.domain.tiers import DEFAULT_LADDER, Ladder, LadderError, ladder_from_config
 from partners.ca import write_private_file
@@ -78,11 +79,21 @@ def expiry_policy() -> ExpiryPolicy:
     COALITION_EXPIRY_REMINDER_DAYS (days before expiry for the reminder; 0 for none)."""
     days = env("EXPIRY_REMINDER_DAYS", "30")
     try:
-        if not days.isdigit():
+        if not days.isascii() or not days.isdigit():
             raise ExpiryPolicyError(f"COALITION_EXPIRY_REMINDER_DAYS {days!r} is not a number")
         return parse_policy(env("EXPIRY_POLICY", "none"), int(days))
     except ExpiryPolicyError as exc:
         raise ConfigError(f"COALITION_EXPIRY_POLICY: {exc}") from None
+
+
+def notify_channel() -> Channel:
+    """COALITION_NOTIFY_URL: where member notifications go ("log:" by default, "file:PATH",
+    "smtp://user:password@host:587?from=points@example.com&starttls=true", "smtps://...")."""
+    url = env("NOTIFY_URL", "log:")
+    try:
+        return channel_from_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"COALITION_NOTIFY_URL: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def parse_policy(raw: str, reminder_days: int = REMINDER_DAYS_DEFAULT) -> Expiry
         if months_text:
             raise ExpiryPolicyError("the none policy takes no months")
         return ExpiryPolicy(reminder_days=reminder_days)
-    if not months_text.isdigit():
+    if not months_text.isascii() or not months_text.isdigit():  # "²" is a digit to isdigit
         raise ExpiryPolicyError(f"{kind.value} expiry needs a number of months, e.g. {kind}:24")
     return ExpiryPolicy(kind, int(months_text), reminder_days)
 

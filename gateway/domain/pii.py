@@ -1,8 +1,11 @@
-"""Phone numbers at rest: looked up by a keyed hash, kept only encrypted.
+"""Phone numbers at rest, and the secrets derived from the deployment's one secret key.
+
+Phone numbers are looked up by a keyed hash and kept only encrypted.
 
 One deployment secret feeds HKDF, which derives an HMAC key (the lookup hash: equal numbers give
-equal hashes, but a leaked table cannot be reversed without the secret) and an AES-GCM key (so
-the number can still be shown back on GetMember).
+equal hashes, but a leaked table cannot be reversed without the secret), an AES-GCM key (so
+the number can still be shown back on GetMember), and the key that partners' webhook signing
+secrets are derived from (so no signing secret is stored anywhere).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SECRET_KEY_BYTES_MIN = 32
 AES_GCM_NONCE_BYTES = 12
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -29,6 +33,15 @@ class PiiVault:
             raise ValueError(f"the secret key needs at least {SECRET_KEY_BYTES_MIN} bytes")
         self._hash_key = _derive(secret, b"coalition/v1 phone lookup hash")
         self._aead = AESGCM(_derive(secret, b"coalition/v1 phone encryption"))
+        self._webhook_key = _derive(secret, b"coalition/v1 webhook signing")
+
+    def webhook_secret(self, partner_id: str, version: int) -> str:
+        """A partner's webhook signing secret: derived, never stored; a new version rotates it.
+
+        The partner uses the whole string (as UTF-8 bytes) as its HMAC key.
+        """
+        digest = hmac.new(self._webhook_key, f"{partner_id}/{version}".encode(), hashlib.sha256)
+        return WEBHOOK_SECRET_PREFIX + digest.hexdigest()
 
     def phone_hash(self, e164: str) -> str:
         return hmac.new(self._hash_key, e164.encode(), hashlib.sha256).hexdigest()

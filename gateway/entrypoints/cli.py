@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.adapters.db import Database, DatabaseUrlError, open_database
 from gateway.adapters.migrate import SchemaState, head_revision, schema_state, upgrade
+from gateway.adapters.notify import Channel
 from gateway.clock import SystemClock
 from gateway.config import (
     GRPC_PORT_DEFAULT,
@@ -25,12 +26,13 @@ from gateway.config import (
     database_url,
     env,
     expiry_policy,
+    notify_channel,
     secret_key,
     tier_ladder,
 )
 from gateway.domain.errors import CoalitionError
 from gateway.domain.pii import PiiVault
-from gateway.entrypoints import demo, logs, program_cli
+from gateway.entrypoints import demo, logs, ops_cli, program_cli, worker
 from gateway.entrypoints.grpc.server import SHUTDOWN_GRACE_S, TlsConfig, add_port, create_server
 from gateway.entrypoints.web import create_web_app
 from gateway.service.context import AppContext
@@ -118,7 +120,7 @@ def _with_context(
         ctx = await _context(database_url(args.database_url), migrate_empty=False)
         try:
             return await command(ctx, args)
-        except program_cli.UsageError as exc:
+        except (program_cli.UsageError, ops_cli.UsageError) as exc:
             raise CliError(str(exc)) from None
         finally:
             await ctx.database.dispose()
@@ -151,6 +153,7 @@ def _tls(args: argparse.Namespace) -> TlsConfig | None:
 
 async def _serve(args: argparse.Namespace) -> int:
     tls = _tls(args)
+    channel = _channel()
     ctx = await _context(database_url(args.database_url), migrate_empty=True)
     host = args.host or env("HOST", "127.0.0.1")
     grpc_port = (
@@ -187,15 +190,41 @@ async def _serve(args: argparse.Namespace) -> int:
         f"coalition gateway listening: gRPC {host}:{port}{mtls}, HTTP {host}:{web_port}", flush=True
     )
 
+    stop = _stop_on_signals()
+    background = None if args.no_worker else asyncio.create_task(worker.run(ctx, channel, stop))
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls for up to %.0f s", SHUTDOWN_GRACE_S)
+    await server.stop(SHUTDOWN_GRACE_S)
+    if background is not None:
+        await background
+    await runner.cleanup()
+    await ctx.database.dispose()
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: draining in-flight calls for up to %.0f s", SHUTDOWN_GRACE_S)
-    await server.stop(SHUTDOWN_GRACE_S)
-    await runner.cleanup()
-    await ctx.database.dispose()
+    return stop
+
+
+def _channel() -> Channel:
+    try:
+        return notify_channel()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    channel = _channel()
+    ctx = await _context(database_url(args.database_url), migrate_empty=False)
+    print(f"coalition worker: delivering events (member notifications: {channel.name})", flush=True)
+    try:
+        await worker.run(ctx, channel, _stop_on_signals())
+    finally:
+        await ctx.database.dispose()
     return 0
 
 
@@ -371,6 +400,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--client-ca", help="the CA whose partner certificates --mtls-port accepts")
     serve.add_argument("--mtls-port", type=int, help="a port that requires client certificates")
     serve.add_argument("--log-format", choices=("text", "json"), default=None)
+    serve.add_argument(
+        "--no-worker", action="store_true", help="leave deliveries and sweeps to `coalition worker`"
+    )
     serve.set_defaults(run=_serve)
 
     demo_p = with_db(sub.add_parser("demo", help="seed the demo network (idempotent)"))
@@ -421,6 +453,12 @@ def _parser() -> argparse.ArgumentParser:
     key.set_defaults(run=_operator_key)
 
     program_cli.add_commands(sub, with_db, _with_context)
+    ops_cli.add_commands(sub, {"ledger": ledger, "partners": partners}, with_db, _with_context)
+
+    worker = with_db(
+        sub.add_parser("worker", help="deliver events and run the sweeps, without serving")
+    )
+    worker.set_defaults(run=_worker)
 
     health = sub.add_parser("health", help="ask a gateway's gRPC health service")
     health.add_argument("--target")
