@@ -9,7 +9,8 @@ to measure the production setup), then runs, for the same wall time and concurre
     earn       EarnPoints, each a new request_id (one transaction, idempotency row, postings)
     earn+camp  the same with a live double-points campaign (no budget: nothing shared is locked)
     earn+budg  the same with a campaign with a total budget (its row is locked by every earn)
-    redeem     RedeemPoints of 1 point (guarded balance update)
+    redeem     RedeemPoints of 1 point (guarded balance update, FIFO draw from the oldest lot)
+    reward     RedeemReward of an unlimited 1-point reward (a REWARD debit, a voucher, an event)
     balance    GetBalance (a read)
 
 and prints requests/s, latency percentiles and the ratio to the baseline. Absolute numbers
@@ -35,16 +36,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coalition.v1 import common_pb2, members_pb2, members_pb2_grpc, points_pb2, points_pb2_grpc
+from coalition.v1 import (
+    common_pb2,
+    members_pb2,
+    members_pb2_grpc,
+    points_pb2,
+    points_pb2_grpc,
+    rewards_pb2,
+    rewards_pb2_grpc,
+)
 from gateway.adapters.db import open_database
 from gateway.adapters.migrate import upgrade
 from gateway.clock import SystemClock
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
 from gateway.domain.pii import PiiVault
+from gateway.domain.rewards import RewardDraft, RewardKind
 from gateway.domain.rules import Campaign
 from gateway.entrypoints.grpc.server import create_server
-from gateway.service import campaigns
+from gateway.service import campaigns, rewards
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -124,6 +134,8 @@ async def main() -> None:
             PartnerSettings("Bench Hotel", base_earn_rate=Decimal(10)),
         )
         _, key = await partner_service.create_api_key(conn, ctx, "bench-hotel")
+        free = RewardDraft("Bench gift", "", RewardKind.GIFT, 1, 0, None, None, timedelta(days=1))
+        reward_name = (await rewards.create(conn, ctx, "bench-hotel", free)).name
         numbers = []
         for i in range(MEMBERS):
             member = await members_service.enroll(conn, ctx, ContactDetails(f"Member {i}"))
@@ -136,6 +148,7 @@ async def main() -> None:
     health = [health_pb2_grpc.HealthStub(c) for c in channels]
     points = [points_pb2_grpc.PointsServiceStub(c) for c in channels]
     members = [members_pb2_grpc.MemberServiceStub(c) for c in channels]
+    rewards_stubs = [rewards_pb2_grpc.RewardServiceStub(c) for c in channels]
     run = f"{time.time_ns()}"
 
     def ref(i: int) -> common_pb2.MemberRef:
@@ -165,6 +178,14 @@ async def main() -> None:
     async def redeem(i: int) -> object:
         return await points[i % CHANNELS].RedeemPoints(
             points_pb2.RedeemPointsRequest(request_id=f"{run}-r{i}", member=ref(i), points=1),
+            metadata=auth,
+        )
+
+    async def reward(i: int) -> object:
+        return await rewards_stubs[i % CHANNELS].RedeemReward(
+            rewards_pb2.RedeemRewardRequest(
+                request_id=f"{run}-w{i}", member=ref(i), reward=reward_name
+            ),
             metadata=auth,
         )
 
@@ -202,6 +223,7 @@ async def main() -> None:
         ("earn+camp", earner("c"), lambda: add_campaign(0)),
         ("earn+budg", earner("b"), lambda: add_campaign(10**12)),
         ("redeem", redeem, end_campaigns),
+        ("reward", reward, None),
         ("balance", balance, None),
     ]:
         if before is not None:
