@@ -44,12 +44,15 @@ from coalition.v1 import (
     partners_pb2_grpc,
     points_pb2,
     points_pb2_grpc,
+    rewards_pb2,
+    rewards_pb2_grpc,
 )
 
 if TYPE_CHECKING:
     from coalition.v1.members_pb2_grpc import MemberServiceAsyncStub
     from coalition.v1.partners_pb2_grpc import PartnerServiceAsyncStub
     from coalition.v1.points_pb2_grpc import PointsServiceAsyncStub
+    from coalition.v1.rewards_pb2_grpc import RewardServiceAsyncStub
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -358,6 +361,7 @@ class CoalitionClient:
         self._members: MemberServiceAsyncStub | None = None
         self._partners: PartnerServiceAsyncStub | None = None
         self._points: PointsServiceAsyncStub | None = None
+        self._rewards: RewardServiceAsyncStub | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -384,6 +388,7 @@ class CoalitionClient:
         self._members = cast("MemberServiceAsyncStub", members)
         self._partners = cast("PartnerServiceAsyncStub", partners)
         self._points = cast("PointsServiceAsyncStub", points)
+        self._rewards = cast("RewardServiceAsyncStub", rewards_pb2_grpc.RewardServiceStub(channel))
         return self
 
     async def __aexit__(
@@ -397,6 +402,7 @@ class CoalitionClient:
     async def close(self) -> None:
         channel, self._channel = self._channel, None
         self._members = self._partners = self._points = None
+        self._rewards = None
         if channel is not None:
             await channel.close()
 
@@ -424,6 +430,12 @@ class CoalitionClient:
         if self._points is None:
             raise RuntimeError("open the client first: async with CoalitionClient(...)")
         return self._points
+
+    @property
+    def rewards(self) -> RewardServiceAsyncStub:
+        if self._rewards is None:
+            raise RuntimeError("open the client first: async with CoalitionClient(...)")
+        return self._rewards
 
     async def _call(self, method: Any, request: Any) -> Any:
         """One logical call: the same request (same request_id) on every attempt."""
@@ -543,6 +555,66 @@ class CoalitionClient:
             self.points.RedeemPoints, request
         )
         return response.transaction
+
+    # Rewards --------------------------------------------------------------------------------
+
+    async def create_reward(
+        self, reward: rewards_pb2.Reward, *, parent: str = "", request_id: str | None = None
+    ) -> rewards_pb2.Reward:
+        """Publish a reward under the calling partner (the operator names `parent`)."""
+        request = rewards_pb2.CreateRewardRequest(
+            request_id=_new_request_id(request_id), parent=parent, reward=reward
+        )
+        response: rewards_pb2.CreateRewardResponse = await self._call(
+            self.rewards.CreateReward, request
+        )
+        return response.reward
+
+    async def list_rewards(
+        self, *, partner: str = "", available_only: bool = False, page_token: str = ""
+    ) -> rewards_pb2.ListRewardsResponse:
+        """One page of the catalog; pass next_page_token back for the next."""
+        request = rewards_pb2.ListRewardsRequest(
+            partner=partner, available_only=available_only, page_token=page_token
+        )
+        response: rewards_pb2.ListRewardsResponse = await self._call(
+            self.rewards.ListRewards, request
+        )
+        return response
+
+    async def redeem_reward(
+        self, member: common_pb2.MemberRef | str, reward: str, *, request_id: str | None = None
+    ) -> rewards_pb2.RedeemRewardResponse:
+        """Spend a member's points on a reward ("partners/{p}/rewards/{r}"): the voucher and the
+        REWARD transaction. FailedPreconditionError: INSUFFICIENT_POINTS, OUT_OF_STOCK,
+        REWARD_NOT_AVAILABLE."""
+        request = rewards_pb2.RedeemRewardRequest(
+            request_id=_new_request_id(request_id), member=member_ref(member), reward=reward
+        )
+        response: rewards_pb2.RedeemRewardResponse = await self._call(
+            self.rewards.RedeemReward, request
+        )
+        return response
+
+    async def validate_voucher(self, code: str) -> rewards_pb2.ValidateVoucherResponse:
+        """A voucher of the calling partner's rewards, and whether it can be consumed now."""
+        response: rewards_pb2.ValidateVoucherResponse = await self._call(
+            self.rewards.ValidateVoucher, rewards_pb2.ValidateVoucherRequest(code=code)
+        )
+        return response
+
+    async def consume_voucher(
+        self, code: str, *, request_id: str | None = None
+    ) -> rewards_pb2.Voucher:
+        """Use a voucher once. FailedPreconditionError: VOUCHER_ALREADY_CONSUMED,
+        VOUCHER_EXPIRED, VOUCHER_REFUNDED; a retry with the same request_id is safe."""
+        request = rewards_pb2.ConsumeVoucherRequest(
+            request_id=_new_request_id(request_id), code=code
+        )
+        response: rewards_pb2.ConsumeVoucherResponse = await self._call(
+            self.rewards.ConsumeVoucher, request
+        )
+        return response.voucher
 
     # Partners (operator only) ---------------------------------------------------------------
 

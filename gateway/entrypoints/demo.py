@@ -18,8 +18,9 @@ from gateway.adapters import repository as repo
 from gateway.domain.errors import FailedPrecondition
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
+from gateway.domain.rewards import RewardDraft, RewardKind
 from gateway.domain.rules import Campaign
-from gateway.service import campaigns, earning, ledger, rates
+from gateway.service import campaigns, earning, ledger, rates, rewards
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -170,7 +171,7 @@ DEMO_RATES = (("EUR", "USD", "1.08"), ("GBP", "USD", "1.27"), ("USD", "CAD", "1.
 
 
 async def _seed_programme(ctx: AppContext, conn: Any) -> None:
-    """Exchange rates and two hotel campaigns, created once (rates: once a day)."""
+    """Exchange rates, two hotel campaigns and two rewards, created once (rates: once a day)."""
     now = ctx.clock.now()
     for base, quote, rate in DEMO_RATES:
         try:
@@ -199,7 +200,39 @@ async def _seed_programme(ctx: AppContext, conn: Any) -> None:
         ),
     ):
         await campaigns.create(conn, ctx, hotel, draft)
+    for partner_id, reward in DEMO_REWARDS:
+        await rewards.create(conn, ctx, partner_id, reward)
 
+
+DEMO_REWARDS = [
+    (
+        "grand-harbor-hotels",
+        RewardDraft(
+            "Free night",
+            "One night in a standard room at any Grand Harbor hotel, subject to availability.",
+            RewardKind.FREE_NIGHT,
+            10_000,
+            50,
+            None,
+            None,
+            timedelta(days=365),
+        ),
+    ),
+    (
+        "swiftride",
+        RewardDraft(
+            "$10 ride credit",
+            "Ten dollars off one SwiftRide trip.",
+            RewardKind.RIDE_CREDIT,
+            1_200,
+            0,
+            None,
+            None,
+            timedelta(days=90),
+        ),
+    ),
+]
+"""Seeded with the campaigns, once."""
 
 DEMO_ACTIVE_MEMBERS = 12
 """Members who get a short history: stays, rides, a purchase, a redemption, a pending stay."""

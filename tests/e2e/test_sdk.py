@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from coalition.v1 import rewards_pb2
 from partners.sdk import (
     CoalitionClient,
     CoalitionError,
@@ -93,6 +94,36 @@ async def test_earn_then_overdraw_through_the_sdk(gateway) -> None:
         spent = await client.redeem_points(member.name, 123)
     assert overdraw.value.reason == "INSUFFICIENT_POINTS"
     assert spent.balance.available_points == 0
+
+
+async def test_reward_voucher_lifecycle_through_the_sdk(gateway) -> None:
+    _, key = await gateway.create_partner("grand-hotel")  # 10 points per USD
+    async with CoalitionClient(gateway.target, key) as client:
+        reward = rewards_pb2.Reward(
+            display_name="Free night",
+            kind=rewards_pb2.Reward.KIND_FREE_NIGHT,
+            points_price=1_000,
+            stock=2,
+        )
+        reward.voucher_validity.FromSeconds(30 * 86_400)
+        published = await client.create_reward(reward)
+        listed = await client.list_rewards(partner="partners/grand-hotel", available_only=True)
+        assert [r.name for r in listed.rewards] == [published.name]
+        member = await client.enroll_member("Ada Lovelace")
+        await client.earn_points(member.name, amount_minor=150_00, currency_code="USD")
+
+        redeemed = await client.redeem_reward(member.name, published.name)
+        code = redeemed.voucher.code
+        checked = await client.validate_voucher(code.lower().replace("-", ""))
+        used = await client.consume_voucher(code)
+        with pytest.raises(FailedPreconditionError) as twice:
+            await client.consume_voucher(code)
+
+    assert redeemed.transaction.points == -1_000
+    assert redeemed.transaction.balance.available_points == 500
+    assert checked.valid and checked.voucher.code == code
+    assert used.state == rewards_pb2.Voucher.STATE_CONSUMED
+    assert twice.value.reason == "VOUCHER_ALREADY_CONSUMED"
 
 
 async def test_operator_creates_a_partner_and_its_key_through_the_sdk(gateway) -> None:
