@@ -99,18 +99,17 @@ async def expire_member(
 
 
 async def _due_members(
-    conn: AsyncConnection, ctx: AppContext, after: str, horizon: datetime
+    conn: AsyncConnection, ctx: AppContext, after: str, horizon: datetime, unreminded: bool
 ) -> tuple[list[str], bool]:
-    """Members with something expiring by `horizon`, in id order after `after`, and whether
-    there may be more."""
+    """Members with something expiring by `horizon` (not yet reminded of, if `unreminded`), in
+    id order after `after`, and whether there may be more."""
     policy = ctx.expiry
-    lists = [
-        select(TXNS.c.member_id)
-        .where(TXNS.c.unspent_points > 0, TXNS.c.expire_time <= horizon, TXNS.c.member_id > after)
-        .distinct()
-        .order_by(TXNS.c.member_id)
-        .limit(EXPIRE_BATCH_MEMBERS)
-    ]
+    lots = select(TXNS.c.member_id).where(
+        TXNS.c.unspent_points > 0, TXNS.c.expire_time <= horizon, TXNS.c.member_id > after
+    )
+    if unreminded:
+        lots = lots.where(TXNS.c.remind_time.is_(None))
+    lists = [lots.distinct().order_by(TXNS.c.member_id).limit(EXPIRE_BATCH_MEMBERS)]
     if policy.kind is de.ExpiryKind.INACTIVITY:
         lists.append(
             select(BALANCES.c.member_id)
@@ -135,7 +134,7 @@ async def expire_due(ctx: AppContext) -> RunReport:
     report, after = RunReport(), ""
     while True:
         async with ctx.database.begin() as conn:
-            members, more = await _due_members(conn, ctx, after, ctx.clock.now())
+            members, more = await _due_members(conn, ctx, after, ctx.clock.now(), False)
             for member_id in members:
                 txns = await expire_member(conn, ctx, member_id)
                 if txns:
@@ -218,7 +217,7 @@ async def remind_due(ctx: AppContext) -> int:
     horizon = ctx.clock.now() + timedelta(days=ctx.expiry.reminder_days)
     while True:
         async with ctx.database.begin() as conn:
-            members, more = await _due_members(conn, ctx, after, horizon)
+            members, more = await _due_members(conn, ctx, after, horizon, True)
             for member_id in members:
                 sent += await _remind_member(conn, ctx, member_id)
         if not more:

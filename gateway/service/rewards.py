@@ -381,22 +381,30 @@ async def _refund(conn: AsyncConnection, ctx: AppContext, voucher: drw.Voucher) 
 
 
 async def refund_expired(ctx: AppContext) -> int:
-    """Refund every voucher that expired unused; batch after batch, safe to run concurrently."""
-    refunded = 0
+    """Refund every voucher that expired unused; safe to run concurrently.
+
+    Each voucher is refunded in a transaction of its own: a batch holding several members'
+    balance rows and rewards' rows at once could deadlock with redemptions, which take a
+    balance row first and a reward row second.
+    """
+    refunded, after = 0, ""
     while True:
-        async with ctx.database.begin() as conn:
+        async with ctx.database.connect() as conn:
             rows = (
                 await conn.execute(
                     select(VOUCHERS)
                     .where(
                         VOUCHERS.c.state == drw.VoucherState.ISSUED.value,
                         VOUCHERS.c.expire_time <= ctx.clock.now(),
+                        VOUCHERS.c.code > after,
                     )
-                    .order_by(VOUCHERS.c.expire_time)
+                    .order_by(VOUCHERS.c.code)
                     .limit(REFUND_BATCH_VOUCHERS)
                 )
             ).all()
-            for row in rows:
+        for row in rows:
+            async with ctx.database.begin() as conn:
                 refunded += await _refund(conn, ctx, _voucher(row))
         if len(rows) < REFUND_BATCH_VOUCHERS:
             return refunded
+        after = rows[-1].code
