@@ -83,7 +83,7 @@ def expiry_policy() -> ExpiryPolicy:
             raise ExpiryPolicyError(f"COALITION_EXPIRY_REMINDER_DAYS {days!r} is not a number")
         return parse_policy(env("EXPIRY_POLICY", "none"), int(days))
     except ExpiryPolicyError as exc:
-        raise ConfigError(f"COALITION_EXPIRY_POLICY: {exc}") from None
+        raise ConfigError(f"expiry settings: {exc}") from None
 
 
 def notify_channel() -> Channel:

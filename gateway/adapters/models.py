@@ -21,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     text,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -220,6 +221,11 @@ class LedgerTransactionRow(Base):
     """FIXED expiry policy: when the lot's unspent points expire."""
     remind_time: Mapped[datetime | None]
     """When the "points expiring" reminder for this lot went out (once per lot)."""
+    lapses: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    """Credited under the INACTIVITY policy: expires when the member's account lapses."""
+    expired_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Points of this lot that expired and were not reversed since: a clawback of the earn
+    takes these back from the breakage account, not from the member a second time."""
 
     __table_args__ = (
         Index("ix_ledger_transactions_member_seq", "member_id", "seq"),

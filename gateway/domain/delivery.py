@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-DELIVERY_ATTEMPTS_MAX = 8
-"""With the default backoff the last attempt comes about a day after the first."""
+DELIVERY_ATTEMPTS_MAX = 12
+"""With the default backoff the last attempt comes 12 to 25 hours after the first."""
 BACKOFF_BASE_S_DEFAULT = 60.0
 BACKOFF_MAX_S_DEFAULT = 8 * 3600.0
 LEASE_S_DEFAULT = 120.0

@@ -1,8 +1,8 @@
 """What a member is told about an outbox event: a subject line and a plain text body.
 
-    render("PointsExpiring", {"points": 500, "expire_time": "2027-01-05T00:00:00+00:00", ...},
+    render("PointsExpiring", {"points": 500, "expire_time": "2027-01-06T00:00:00+00:00", ...},
            "Ada")
-    -> ("500 points expire on 5 January 2027", "Hi Ada,\\n\\n500 points in your balance expire ...")
+    -> ("500 points expire after 5 January 2027", "Hi Ada,\\n\\n500 points in your balance ...")
 
 Events that members are not told about render to None. Numbers carry thousands separators,
 dates read "5 January 2027" in UTC (the zone of every stored time), and tier codes are shown
@@ -18,7 +18,7 @@ Errors::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 TIER_CHANGED = "TierChanged"
 POINTS_EXPIRING = "PointsExpiring"
@@ -97,6 +97,12 @@ def day(when: datetime) -> str:
     return f"{when.day} {_MONTHS[when.month - 1]} {when.year}"
 
 
+def last_day(deadline: datetime) -> str:
+    """The last day before a deadline: points that expire at midnight UTC starting 5 January
+    are usable through 4 January."""
+    return day(deadline - timedelta(microseconds=1))
+
+
 def moment(when: datetime) -> str:
     """ "5 January 2027 at 14:30 UTC": for deadlines that fall at a precise time."""
     return f"{day(when)} at {when.astimezone(UTC):%H:%M} UTC"
@@ -143,10 +149,10 @@ def _tier_changed(payload: Mapping[str, object]) -> tuple[str, list[str]]:
 
 def _points_expiring(payload: Mapping[str, object]) -> tuple[str, list[str]]:
     count = _int(payload, "points")
-    when = day(_time(payload, "expire_time"))
+    when = last_day(_time(payload, "expire_time"))
     verb = "expires" if count == 1 else "expire"
-    return f"{points(count)} {verb} on {when}", [
-        f"{points(count)} in your balance {verb} on {when}.",
+    return f"{points(count)} {verb} after {when}", [
+        f"{points(count)} in your balance {verb} at the end of {when} (UTC).",
         "",
         "Use your points before then so they don't go to waste.",
     ]
@@ -154,10 +160,10 @@ def _points_expiring(payload: Mapping[str, object]) -> tuple[str, list[str]]:
 
 def _points_expired(payload: Mapping[str, object]) -> tuple[str, list[str]]:
     count = _int(payload, "points")
-    when = day(_time(payload, "expire_time"))
+    when = last_day(_time(payload, "expire_time"))
     verb = "was" if count == 1 else "were"
     return f"{points(count)} expired", [
-        f"{points(count)} expired on {when} and {verb} removed from your balance."
+        f"{points(count)} expired at the end of {when} and {verb} removed from your balance."
     ]
 
 

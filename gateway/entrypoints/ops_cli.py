@@ -49,7 +49,7 @@ async def expire(ctx: AppContext, args: argparse.Namespace) -> int:
     print(
         f"policy {ctx.expiry.kind.value}"
         + (f" ({ctx.expiry.months} months)" if ctx.expiry.months else "")
-        + f": reminded {report.reminded_members} members, expired {report.expired_points} "
+        + f": sent {report.reminders} reminders, expired {report.expired_points} "
         f"points of {report.expired_members} members; refunded {refunded} expired vouchers"
     )
     return 0

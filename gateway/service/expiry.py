@@ -1,11 +1,11 @@
 """Expiry use cases: the expiry run, "points expiring" reminders, the next expiry, dormancy.
 
 The rules are in gateway.domain.expiry. `coalition ledger expire` calls `run`: it walks the
-members with something due in keyset order, a bounded batch per database transaction, and locks
-each member's balance row before it touches their lots, the same order every debit follows.
-A crash loses at most the batch in flight, which the next run redoes: whatever expired is
-gone from the lots, so nothing expires twice, and a reminder is marked sent in the transaction
-that writes it to the outbox.
+members with something due in keyset order, a bounded batch per scan, and expires each member
+in a transaction that locks their balance row before it touches their lots, the same order
+every debit follows. A crash loses at most the member in flight, which the next run redoes:
+whatever expired is gone from the lots, so nothing expires twice, and a reminder is marked sent
+in the transaction that writes it to the outbox.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters import repository as repo
@@ -28,7 +28,7 @@ from gateway.service.context import AppContext
 TXNS = ledger.TXNS
 BALANCES = ledger.BALANCES
 EXPIRE_BATCH_MEMBERS = 200
-"""Members expired (or reminded) per database transaction."""
+"""Members found due per scan; each is then expired (or reminded) in its own transaction."""
 DORMANT_PAGE_ROWS_MAX = 1_000
 
 POINTS_EXPIRING = "PointsExpiring"
@@ -37,12 +37,17 @@ POINTS_EXPIRED = "PointsExpired"
 
 @dataclass
 class RunReport:
-    reminded_members: int = 0
+    reminders: int = 0
     expired_members: int = 0
     expired_points: int = 0
 
 
 # -- expiring --------------------------------------------------------------------------------
+
+
+def _lapse_time(ctx: AppContext, last_activity: datetime | None) -> datetime | None:
+    """When the member's lapsing lots expire under the INACTIVITY policy (None: never)."""
+    return ctx.expiry.inactivity_expire_time(last_activity) if last_activity else None
 
 
 async def _lock(conn: AsyncConnection, member_id: str) -> Any:
@@ -61,13 +66,11 @@ async def expire_member(
     """Expire what is due for one member: one EXPIRY transaction per issuing partner."""
     now = ctx.clock.now()
     balance = await _lock(conn, member_id)
-    due = and_(TXNS.c.member_id == member_id, TXNS.c.unspent_points > 0)
-    inactive = ctx.expiry.inactivity_expire_time(balance.last_activity_time or now)
-    if ctx.expiry.kind is de.ExpiryKind.INACTIVITY and inactive is not None and inactive <= now:
-        expire_time = inactive  # everything goes, lots with a later date of their own included
-    else:
-        due = and_(due, TXNS.c.expire_time <= now)
-        expire_time = None
+    lapsed = _lapse_time(ctx, balance.last_activity_time)
+    due_now = TXNS.c.expire_time <= now
+    if lapsed is not None and lapsed <= now:  # the account lapsed: its lapsing lots go too
+        due_now = or_(due_now, TXNS.c.lapses.is_(True))
+    due = and_(TXNS.c.member_id == member_id, TXNS.c.unspent_points > 0, due_now)
     lots = (
         await conn.execute(
             select(TXNS.c.seq, TXNS.c.partner_id, TXNS.c.unspent_points, TXNS.c.expire_time)
@@ -77,11 +80,15 @@ async def expire_member(
     ).all()
     if not lots:
         return []
-    await conn.execute(update(TXNS).where(due).values(unspent_points=0))
+    await conn.execute(
+        update(TXNS)
+        .where(due)
+        .values(expired_points=TXNS.c.expired_points + TXNS.c.unspent_points, unspent_points=0)
+    )
     by_partner: dict[str, int] = defaultdict(int)
     for lot in lots:
         by_partner[lot.partner_id] += lot.unspent_points
-    when = expire_time or max(lot.expire_time for lot in lots)
+    when = max((lot.expire_time or lapsed or now) for lot in lots)
     txns = [
         await ledger.expire(conn, ctx, member_id, partner, points, f"expired {when.date()}")
         for partner, points in sorted(by_partner.items())
@@ -130,16 +137,21 @@ async def _due_members(
 
 
 async def expire_due(ctx: AppContext) -> RunReport:
-    """Expire everything due, batch after batch; safe to run twice or concurrently."""
+    """Expire everything due, member after member; safe to run twice or concurrently.
+
+    Each member is expired in a transaction of their own: holding many members' balance rows
+    at once could deadlock with the vesting sweep, which locks them in another order.
+    """
     report, after = RunReport(), ""
     while True:
-        async with ctx.database.begin() as conn:
+        async with ctx.database.connect() as conn:
             members, more = await _due_members(conn, ctx, after, ctx.clock.now(), False)
-            for member_id in members:
+        for member_id in members:
+            async with ctx.database.begin() as conn:
                 txns = await expire_member(conn, ctx, member_id)
-                if txns:
-                    report.expired_members += 1
-                    report.expired_points -= sum(t.points for t in txns)
+            if txns:
+                report.expired_members += 1
+                report.expired_points -= sum(t.points for t in txns)
         if not more:
             return report
         after = members[-1]
@@ -173,26 +185,33 @@ async def _remind_member(conn: AsyncConnection, ctx: AppContext, member_id: str)
         await conn.execute(
             update(TXNS).where(TXNS.c.seq.in_([lot.seq for lot in lots])).values(remind_time=now)
         )
-    inactive = policy.inactivity_expire_time(balance.last_activity_time or now)
-    if (
-        policy.kind is de.ExpiryKind.INACTIVITY
-        and balance.available > 0
-        and inactive is not None
-        and now < inactive <= horizon
-    ):
+    lapse = _lapse_time(ctx, balance.last_activity_time)
+    lapsing = 0
+    if lapse is not None and now < lapse <= horizon:
+        lapsing = int(
+            await conn.scalar(
+                select(func.coalesce(func.sum(TXNS.c.unspent_points), 0)).where(
+                    TXNS.c.member_id == member_id,
+                    TXNS.c.unspent_points > 0,
+                    TXNS.c.lapses.is_(True),
+                )
+            )
+            or 0
+        )
+    if lapsing and lapse is not None:
         marked = await conn.execute(
             update(BALANCES)
             .where(
                 BALANCES.c.member_id == member_id,
                 or_(
                     BALANCES.c.reminded_expire_time.is_(None),
-                    BALANCES.c.reminded_expire_time != inactive,
+                    BALANCES.c.reminded_expire_time != lapse,
                 ),
             )
-            .values(reminded_expire_time=inactive)
+            .values(reminded_expire_time=lapse)
         )
         if marked.rowcount == 1:
-            reminders.append((inactive, balance.available))
+            reminders.append((lapse, lapsing))
     for expire_time, points in reminders:
         await outbox.emit(
             conn,
@@ -216,9 +235,10 @@ async def remind_due(ctx: AppContext) -> int:
     sent, after = 0, ""
     horizon = ctx.clock.now() + timedelta(days=ctx.expiry.reminder_days)
     while True:
-        async with ctx.database.begin() as conn:
+        async with ctx.database.connect() as conn:
             members, more = await _due_members(conn, ctx, after, horizon, True)
-            for member_id in members:
+        for member_id in members:  # one transaction each, like the expiry run
+            async with ctx.database.begin() as conn:
                 sent += await _remind_member(conn, ctx, member_id)
         if not more:
             return sent
@@ -229,7 +249,7 @@ async def run(ctx: AppContext) -> RunReport:
     """`coalition ledger expire`: reminders first (they look ahead), then the expiry itself."""
     reminded = await remind_due(ctx)
     report = await expire_due(ctx)
-    report.reminded_members = reminded
+    report.reminders = reminded
     return report
 
 

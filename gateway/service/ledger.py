@@ -167,6 +167,7 @@ async def _record(
             create_time=txn.create_time,
             unspent_points=lot[0],
             expire_time=lot[1] if lot[0] else None,
+            lapses=bool(lot[0]) and ctx.expiry.kind is expiry.ExpiryKind.INACTIVITY,
         )
         .returning(TXNS.c.seq)
     )
@@ -535,13 +536,29 @@ async def _reverse_posted(
         )
     member, partner = original.member_id, original.partner_id
     if original.type is dl.TxnType.EARN:
-        # A clawback may take available below zero: the member then owes the points.
-        balance = await _change(conn, member, available=-amount)
-        assert balance is not None
-        taken = -expiry.lot_change(balance.available + amount, balance.available)
-        await lots.claw_back(conn, member, seq, taken)
-        postings = list(dl.move(dl.available(member), dl.issued(partner), amount))
-        signed = -amount
+        # Points of the earn that expired already went to breakage: they come back from there,
+        # not from the member a second time. The row is locked by the claim above.
+        expired = await conn.scalar(select(TXNS.c.expired_points).where(TXNS.c.seq == seq))
+        from_breakage = min(amount, expired or 0)
+        postings: list[dl.Posting] = []
+        if from_breakage:
+            await conn.execute(
+                update(TXNS)
+                .where(TXNS.c.seq == seq)
+                .values(expired_points=TXNS.c.expired_points - from_breakage)
+            )
+            postings += dl.move(dl.expired(partner), dl.issued(partner), from_breakage)
+        from_member = amount - from_breakage
+        if from_member:
+            # A clawback may take available below zero: the member then owes the points.
+            balance = await _change(conn, member, available=-from_member)
+            assert balance is not None
+            taken = -expiry.lot_change(balance.available + from_member, balance.available)
+            await lots.claw_back(conn, member, seq, taken)
+            postings += dl.move(dl.available(member), dl.issued(partner), from_member)
+        else:
+            balance = await balance_of(conn, member)
+        signed = -from_member
     else:
         balance = await _change(conn, member, available=amount)
         assert balance is not None
@@ -735,6 +752,7 @@ async def settle_due(
                     .values(
                         unspent_points=unspent,
                         expire_time=ctx.expiry.lot_expire_time(row.due_time),
+                        lapses=ctx.expiry.kind is expiry.ExpiryKind.INACTIVITY,
                     )
                 )
         else:

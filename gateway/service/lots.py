@@ -102,14 +102,12 @@ async def claw_back(conn: AsyncConnection, member_id: str, earn_seq: int, points
 async def next_expiry(
     conn: AsyncConnection, policy: expiry.ExpiryPolicy, member_id: str, available: int
 ) -> expiry.Expiring | None:
-    if policy.kind is expiry.ExpiryKind.INACTIVITY and available > 0:
-        last = await conn.scalar(
-            select(BALANCES.c.last_activity_time).where(BALANCES.c.member_id == member_id)
-        )
-        when = policy.inactivity_expire_time(last) if last else None
-        return expiry.Expiring(available, when) if when else None
-    # Lots keep their own expiry even after the policy changed, so look whatever the policy.
-    row = (
+    """The earliest of: the next date lots of their own expire (FIXED, whatever the policy now),
+    and the date the member's lapsing lots go if they stay inactive (INACTIVITY)."""
+    if available <= 0:
+        return None
+    candidates: list[expiry.Expiring] = []
+    dated = (
         await conn.execute(
             select(TXNS.c.expire_time, func.sum(TXNS.c.unspent_points).label("points"))
             .where(
@@ -122,4 +120,29 @@ async def next_expiry(
             .limit(1)
         )
     ).first()
-    return expiry.Expiring(int(row.points), row.expire_time) if row else None
+    if dated is not None:
+        candidates.append(expiry.Expiring(int(dated.points), dated.expire_time))
+    if policy.kind is expiry.ExpiryKind.INACTIVITY:
+        row = (
+            await conn.execute(
+                select(
+                    func.max(BALANCES.c.last_activity_time).label("last"),
+                    func.coalesce(func.sum(TXNS.c.unspent_points), 0).label("points"),
+                )
+                .select_from(BALANCES)
+                .outerjoin(
+                    TXNS,
+                    (TXNS.c.member_id == BALANCES.c.member_id)
+                    & (TXNS.c.unspent_points > 0)
+                    & TXNS.c.lapses.is_(True),
+                )
+                .where(BALANCES.c.member_id == member_id)
+            )
+        ).one()
+        lapse = policy.inactivity_expire_time(row.last) if row.last else None
+        if lapse is not None and row.points:
+            candidates.append(expiry.Expiring(int(row.points), lapse))
+    if not candidates:
+        return None
+    first = min(c.time for c in candidates)
+    return expiry.Expiring(sum(c.points for c in candidates if c.time == first), first)

@@ -166,6 +166,7 @@ async def _lots(ctx: AppContext, report: Report) -> None:
             .select_from(TXNS)
             .where(
                 (TXNS.c.unspent_points < 0)
+                | (TXNS.c.expired_points < 0)
                 | ((TXNS.c.unspent_points > 0) & (TXNS.c.unspent_points > TXNS.c.points))
             )
         )
@@ -200,7 +201,28 @@ async def _lots(ctx: AppContext, report: Report) -> None:
                     f"members/{member_id}: lots hold {int(in_lots or 0)} points but "
                     f"{max(available, 0)} are available"
                 )
-        report.checked["lots"] = count
+        report.checked["members' lots"] = count
+
+        # Breakage: each partner's expired account holds exactly what its lots say expired.
+        breakage: dict[str, int] = defaultdict(int)
+        postings = await conn.stream(
+            select(POSTINGS.c.account, func.sum(POSTINGS.c.amount))
+            .where(POSTINGS.c.account.like("partner:%:expired"), POSTINGS.c.asset == dl.POINTS)
+            .group_by(POSTINGS.c.account)
+        )
+        async for account, total in postings:
+            breakage[account.split(":")[1]] = int(total)
+        expired_lots = await conn.stream(
+            select(TXNS.c.partner_id, func.sum(TXNS.c.expired_points))
+            .where(TXNS.c.expired_points != 0)
+            .group_by(TXNS.c.partner_id)
+        )
+        async for partner_id, total in expired_lots:
+            if breakage.pop(partner_id, 0) != int(total):
+                report.problem(f"partners/{partner_id}: breakage postings disagree with its lots")
+        for partner_id, total in breakage.items():
+            if total:
+                report.problem(f"partners/{partner_id}: {total} breakage points without lots")
 
 
 async def _campaigns(ctx: AppContext, report: Report) -> None:

@@ -92,23 +92,29 @@ def test_tier_codes_are_title_cased(code: str, shown: str) -> None:
 # -- points ------------------------------------------------------------------------------------
 
 
-def test_points_expiring_names_the_amount_and_the_day() -> None:
+def test_points_expiring_names_the_amount_and_the_last_usable_day() -> None:
+    # Points expire at the midnight that starts 5 January: 4 January is the last day to use them.
     payload = {"member": MEMBER, "points": 500, "expire_time": "2027-01-05T00:00:00+00:00"}
     subject, text = rendered("PointsExpiring", payload)
-    assert subject == "500 points expire on 5 January 2027"
-    assert text.startswith("Hi Ada,\n\n500 points in your balance expire on 5 January 2027.\n")
+    assert subject == "500 points expire after 4 January 2027"
+    assert text.startswith(
+        "Hi Ada,\n\n500 points in your balance expire at the end of 4 January 2027 (UTC).\n"
+    )
 
 
 def test_points_expired_names_the_amount() -> None:
     payload = {"member": MEMBER, "points": 12_345, "expire_time": "2027-01-05T00:00:00+00:00"}
     subject, text = rendered("PointsExpired", payload)
     assert subject == "12,345 points expired"
-    assert "12,345 points expired on 5 January 2027 and were removed from your balance." in text
+    assert (
+        "12,345 points expired at the end of 4 January 2027 and were removed from your balance."
+        in text
+    )
 
 
 def test_one_point_is_singular() -> None:
     payload = {"member": MEMBER, "points": 1, "expire_time": "2027-01-05T00:00:00+00:00"}
-    assert rendered("PointsExpiring", payload)[0] == "1 point expires on 5 January 2027"
+    assert rendered("PointsExpiring", payload)[0] == "1 point expires after 4 January 2027"
     assert rendered("PointsExpired", payload)[0] == "1 point expired"
 
 
@@ -116,13 +122,13 @@ def test_one_point_is_singular() -> None:
     ("raw", "shown"),
     [
         pytest.param("2027-01-05T23:30:00-05:00", "6 January 2027", id="offset-moves-to-utc"),
-        pytest.param("2027-01-05T00:00:00Z", "5 January 2027", id="zulu"),
-        pytest.param("2027-01-05T00:00:00", "5 January 2027", id="naive-is-utc"),
+        pytest.param("2027-01-05T00:00:00Z", "4 January 2027", id="zulu-midnight-is-day-before"),
+        pytest.param("2027-01-05T00:00:00", "4 January 2027", id="naive-is-utc"),
     ],
 )
 def test_dates_are_days_in_utc(raw: str, shown: str) -> None:
     payload = {"member": MEMBER, "points": 500, "expire_time": raw}
-    assert rendered("PointsExpiring", payload)[0] == f"500 points expire on {shown}"
+    assert rendered("PointsExpiring", payload)[0] == f"500 points expire after {shown}"
 
 
 # -- vouchers ----------------------------------------------------------------------------------

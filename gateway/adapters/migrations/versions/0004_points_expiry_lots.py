@@ -55,6 +55,12 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("expire_time", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("remind_time", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("lapses", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+        batch_op.add_column(
+            sa.Column("expired_points", sa.BigInteger(), server_default="0", nullable=False)
+        )
         batch_op.create_index(
             "ix_ledger_transactions_unspent_expire",
             ["expire_time"],
@@ -150,6 +156,8 @@ def downgrade() -> None:
             postgresql_where=sa.text("unspent_points > 0"),
             sqlite_where=sa.text("unspent_points > 0"),
         )
+        batch_op.drop_column("expired_points")
+        batch_op.drop_column("lapses")
         batch_op.drop_column("remind_time")
         batch_op.drop_column("expire_time")
         batch_op.drop_column("unspent_points")
