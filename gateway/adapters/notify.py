@@ -72,8 +72,15 @@ class Channel(Protocol):
 # -- log ---------------------------------------------------------------------------------------
 
 
+def masked(email: str) -> str:
+    """ "ada@example.com" -> "a**@example.com": enough to tell recipients apart in a log."""
+    local, at, domain = email.partition("@")
+    return f"{local[:1]}{'*' * max(len(local) - 1, 1)}{at}{domain}"
+
+
 class LogChannel:
-    """One INFO line per notification, without the text: logs are kept longer than mail."""
+    """One INFO line per notification, with neither the text nor the full address: logs are
+    kept longer than mail and read by more people."""
 
     name = "log"
 
@@ -81,7 +88,7 @@ class LogChannel:
         log.info(
             "notification %s to %s: %s",
             notification.event_id,
-            notification.to_email,
+            masked(notification.to_email),
             notification.subject,
         )
 
