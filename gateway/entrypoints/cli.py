@@ -153,7 +153,7 @@ def _tls(args: argparse.Namespace) -> TlsConfig | None:
 
 async def _serve(args: argparse.Namespace) -> int:
     tls = _tls(args)
-    channel = _channel()
+    channel = None if args.no_worker else _channel()  # checked before anything starts
     ctx = await _context(database_url(args.database_url), migrate_empty=True)
     host = args.host or env("HOST", "127.0.0.1")
     grpc_port = (
@@ -191,7 +191,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
 
     stop = _stop_on_signals()
-    background = None if args.no_worker else asyncio.create_task(worker.run(ctx, channel, stop))
+    background = None if channel is None else asyncio.create_task(worker.run(ctx, channel, stop))
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.0f s", SHUTDOWN_GRACE_S)
     await server.stop(SHUTDOWN_GRACE_S)
