@@ -17,8 +17,8 @@ repay the debt first and only the rest becomes a lot (see `lot_change`).
 Policies:
     NONE        points never expire
     FIXED       each lot expires at the end of the UTC day, N months after it became available
-    INACTIVITY  all points expire at the end of the UTC day N months after the member's last
-                earn or burn
+    INACTIVITY  the lots credited under this policy ("lapsing" lots) expire together at the end
+                of the UTC day N months after the member's last earn or burn
 
 A change of policy applies to points earned from then on: validity already promised to a member
 is never shortened.
