@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from gateway.adapters.db import DATABASE_URL_DEFAULT
 from gateway.adapters.notify import Channel, channel_from_url
 from gateway.domain.expiry import ExpiryPolicy, ExpiryPolicyError, parse_policy
+from gateway.domain.links import PARKED_CLAIM_DAYS_DEFAULT, check_claim_days
 from gateway.domain.tiers import DEFAULT_LADDER, Ladder, LadderError, ladder_from_config
 from partners.ca import write_private_file
 
@@ -84,6 +85,18 @@ def expiry_policy() -> ExpiryPolicy:
         return parse_policy(env("EXPIRY_POLICY", "none"), int(days))
     except ExpiryPolicyError as exc:
         raise ConfigError(f"expiry settings: {exc}") from None
+
+
+def parked_claim_days() -> int:
+    """COALITION_PARKED_CLAIM_DAYS: days an agency earn for an unlinked airline number waits
+    for a member to link it (default 90, at most 365)."""
+    raw = env("PARKED_CLAIM_DAYS", str(PARKED_CLAIM_DAYS_DEFAULT))
+    try:
+        if not raw.isascii() or not raw.isdigit():
+            raise ValueError(f"{raw!r} is not a number of days")
+        return check_claim_days(int(raw))
+    except ValueError as exc:
+        raise ConfigError(f"COALITION_PARKED_CLAIM_DAYS: {exc}") from None
 
 
 def notify_channel() -> Channel:

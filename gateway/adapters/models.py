@@ -83,6 +83,8 @@ class PartnerRow(Base):
     minimum_spend_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Minor units of earn_currency_code."""
     transaction_cap_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    program: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    """Airlines: JSON of their loyalty program (number format, unit, conversion terms)."""
     create_time: Mapped[datetime]
     update_time: Mapped[datetime]
 
@@ -157,6 +159,95 @@ class IdempotencyKeyRow(Base):
     create_time: Mapped[datetime]
 
     __table_args__ = (Index("ix_idempotency_keys_create_time", "create_time"),)
+
+
+class LinkedAccountRow(Base):
+    """An external id (a partner's account id, an airline program number) linked to a member.
+
+    The id is kept as a keyed hash (the lookup) and encrypted (to show it back), like phone
+    numbers. Unlinking sets unlink_time: the row stays, so history keeps its meaning.
+    """
+
+    __tablename__ = "linked_accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    """The partner that owns the account, or the airline that runs the program."""
+    kind: Mapped[str] = mapped_column(String(8))
+    """ACCOUNT or PROGRAM."""
+    external_hash: Mapped[str] = mapped_column(String(64))
+    external_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime]
+    unlink_time: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_linked_accounts_member_create", "member_id", "create_time"),
+        # One external id belongs to at most one member at a time.
+        Index(
+            "ix_linked_accounts_live_external",
+            "partner_id",
+            "kind",
+            "external_hash",
+            unique=True,
+            postgresql_where=text("unlink_time IS NULL"),
+            sqlite_where=text("unlink_time IS NULL"),
+        ),
+    )
+
+
+class LinkCodeRow(Base):
+    """A one-time code sent to a member to prove they agree to one link by one caller."""
+
+    __tablename__ = "link_codes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
+    scope: Mapped[str] = mapped_column(String(80))
+    """The caller that asked for it ("partner:{id}"): only it may use the code."""
+    account_key: Mapped[str] = mapped_column(String(64))
+    """Keyed hash of the account it is for (partner, kind and external id)."""
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    expire_time: Mapped[datetime]
+    use_time: Mapped[datetime | None]
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_link_codes_member_account", "member_id", "account_key"),)
+
+
+class ParkedEarnRow(Base):
+    """A travel agency's earn for an airline number nobody has linked yet: credited on linking.
+
+    Its points were computed when it was parked (the airline's base rules); linking the number
+    within the claim window turns it into an EARN for the member (claim_transaction_id).
+    """
+
+    __tablename__ = "parked_earns"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    airline_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    agency_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    number_hash: Mapped[str] = mapped_column(String(64))
+    number_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    points: Mapped[int] = mapped_column(BigInteger)
+    qualifying_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    breakdown: Mapped[str] = mapped_column(Text, default="[]")
+    partner_reference: Mapped[str] = mapped_column(String(128), default="")
+    occur_time: Mapped[datetime | None]
+    vest_time: Mapped[datetime | None]
+    claim_deadline: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(12))
+    """PARKED, CLAIMED or CANCELLED (reversed by the airline or the agency before a claim)."""
+    member_id: Mapped[str | None] = mapped_column(ForeignKey("members.id"))
+    claim_transaction_id: Mapped[str | None] = mapped_column(String(32))
+    claim_time: Mapped[datetime | None]
+    create_time: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_parked_earns_airline_number", "airline_id", "number_hash"),
+        Index("ix_parked_earns_state_deadline", "state", "claim_deadline"),
+    )
 
 
 # -- the points ledger -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from gateway.adapters.models import (
     PartnerRow,
     table_of,
 )
+from gateway.domain import programs
 from gateway.domain.members import ContactDetails, Member
 from gateway.domain.partners import Partner, PartnerSettings, PartnerType
 from gateway.domain.pii import PiiVault
@@ -129,6 +130,7 @@ def _partner(row: Any, airlines: tuple[str, ...]) -> Partner:
             earn_rounding=Rounding(row.earn_rounding),
             minimum_spend_minor=row.minimum_spend_minor,
             transaction_cap_points=row.transaction_cap_points,
+            program=program_from_json(row.program),
         ),
         create_time=row.create_time,
         update_time=row.update_time,
@@ -147,7 +149,47 @@ def _settings_values(settings: PartnerSettings) -> dict[str, Any]:
         "earn_rounding": settings.earn_rounding.value,
         "minimum_spend_minor": settings.minimum_spend_minor,
         "transaction_cap_points": settings.transaction_cap_points,
+        "program": program_to_json(settings.program),
     }
+
+
+def program_to_json(program: programs.Program | None) -> str:
+    if program is None:
+        return "{}"
+    fmt = program.number_format
+    return json.dumps(
+        {
+            "unit": program.unit,
+            "number_format": {
+                "min_length": fmt.min_length,
+                "max_length": fmt.max_length,
+                "charset": fmt.charset.value,
+                "check_digit": fmt.check_digit.value,
+                "prefix": fmt.prefix,
+            },
+            "conversion_rate": str(program.conversion_rate),
+            "conversion_minimum_points": program.conversion_minimum_points,
+        }
+    )
+
+
+def program_from_json(raw: str) -> programs.Program | None:
+    data = json.loads(raw)
+    if not data:
+        return None
+    fmt = data["number_format"]
+    return programs.Program(
+        unit=data["unit"],
+        number_format=programs.NumberFormat(
+            fmt["min_length"],
+            fmt["max_length"],
+            programs.Charset(fmt["charset"]),
+            programs.CheckDigit(fmt["check_digit"]),
+            fmt["prefix"],
+        ),
+        conversion_rate=Decimal(data["conversion_rate"]),
+        conversion_minimum_points=data["conversion_minimum_points"],
+    )
 
 
 async def _airlines_of(conn: AsyncConnection, agency_ids: list[str]) -> dict[str, tuple[str, ...]]:

@@ -8,6 +8,10 @@ Every movement is one transaction of postings that sum to zero per asset. Accoun
     partner:{id}:issued     source of the points a partner issues (goes negative)
     partner:{id}:redeemed   sink of the points a partner accepts
     partner:{id}:expired    breakage: the partner's points that expired unspent
+    partner:{id}:converted  points members converted into the partner's program (airline miles)
+
+Converted program units are their own asset (the program's unit, "MILES"), booked between
+program:{airline}:issued and program:{airline}:member:{id} in the same transaction.
 
 Lifecycle (the state of each transaction kind)::
 
@@ -16,7 +20,7 @@ Lifecycle (the state of each transaction kind)::
     AUTHORIZATION  PENDING --capture (all or part)--> POSTED, the rest released
                            --void--> VOIDED
                            --hold expires--> EXPIRED, all released
-    REDEEM, REWARD, CAPTURE, VOID, REVERSAL, EXPIRY: POSTED at once
+    REDEEM, REWARD, CONVERSION, CAPTURE, VOID, REVERSAL, EXPIRY: POSTED at once
 
 A reversal refunds a redemption (or capture) or claws back an earn, in full or in part; the sum
 of a transaction's reversals never exceeds it. A clawback of points already spent takes the
@@ -59,6 +63,7 @@ class TxnType(enum.StrEnum):
     REVERSAL = "REVERSAL"
     EXPIRY = "EXPIRY"
     REWARD = "REWARD"
+    CONVERSION = "CONVERSION"
 
 
 class TxnState(enum.StrEnum):
@@ -66,6 +71,8 @@ class TxnState(enum.StrEnum):
     POSTED = "POSTED"
     VOIDED = "VOIDED"
     EXPIRED = "EXPIRED"
+    PARKED = "PARKED"
+    """Not a ledger state: an agency earn waiting for its airline number to be linked."""
 
 
 def available(member_id: str) -> str:
@@ -91,6 +98,21 @@ def redeemed(partner_id: str) -> str:
 def expired(partner_id: str) -> str:
     """Breakage: points of this partner's issue that expired unspent."""
     return f"partner:{partner_id}:expired"
+
+
+def converted(partner_id: str) -> str:
+    """Points members converted into this partner's program."""
+    return f"partner:{partner_id}:converted"
+
+
+def program_issued(partner_id: str) -> str:
+    """Source of the program units (miles) conversions credit: goes negative."""
+    return f"program:{partner_id}:issued"
+
+
+def program_member(partner_id: str, member_id: str) -> str:
+    """Program units a member received by conversion, owed by the airline."""
+    return f"program:{partner_id}:member:{member_id}"
 
 
 @dataclass(frozen=True)
@@ -208,7 +230,7 @@ def insufficient(balance: Balance, points: int) -> FailedPrecondition:
 
 def reversible_points(txn_type: TxnType, state: TxnState, points: int, reversed_: int) -> int:
     """How many points of a transaction can still be reversed (0 if none)."""
-    if txn_type not in (TxnType.EARN, TxnType.REDEEM, TxnType.CAPTURE):
+    if txn_type not in (TxnType.EARN, TxnType.REDEEM, TxnType.CAPTURE, TxnType.CONVERSION):
         return 0
     if state is not TxnState.POSTED:
         return 0

@@ -25,6 +25,7 @@ POINTS_EXPIRING = "PointsExpiring"
 POINTS_EXPIRED = "PointsExpired"
 VOUCHER_ISSUED = "VoucherIssued"
 VOUCHER_REFUNDED = "VoucherRefunded"
+LINK_CODE = "LinkCode"
 
 _MONTHS = (
     "January",
@@ -189,12 +190,27 @@ def _voucher_refunded(payload: Mapping[str, object]) -> tuple[str, list[str]]:
     ]
 
 
+def _link_code(payload: Mapping[str, object]) -> tuple[str, list[str]]:
+    code = _str(payload, "code")
+    partner = _one_line(_str(payload, "partner_display_name"))
+    return f"Your code to link your {_str(payload, 'account_kind')}: {code}", [
+        f"{partner} asked to link your {_str(payload, 'account_kind')} to your membership.",
+        "",
+        f"Code: {code}",
+        f"Valid until: {moment(_time(payload, 'expire_time'))}",
+        "",
+        "Give the code only to " + partner + ". If you did not ask for this, ignore this message:",
+        "nothing is linked without the code.",
+    ]
+
+
 _NOTICES: dict[str, Callable[[Mapping[str, object]], tuple[str, list[str]]]] = {
     TIER_CHANGED: _tier_changed,
     POINTS_EXPIRING: _points_expiring,
     POINTS_EXPIRED: _points_expired,
     VOUCHER_ISSUED: _voucher_issued,
     VOUCHER_REFUNDED: _voucher_refunded,
+    LINK_CODE: _link_code,
 }
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.domain import rules
+from gateway.domain import programs, rules
 from gateway.domain.errors import InvalidArgument, require
 from gateway.domain.ledger import POINTS_PER_TRANSACTION_MAX, PURCHASE_AMOUNT_MINOR_MAX
 
@@ -56,6 +56,8 @@ class PartnerSettings:
     """In earn_currency_code minor units; a smaller purchase earns nothing. 0 = none."""
     transaction_cap_points: int = 0
     """Most base + tier bonus points one earn can give; 0 = no cap."""
+    program: programs.Program | None = None
+    """Airlines only: their loyalty program (None elsewhere; an airline gets the default)."""
 
 
 @dataclass(frozen=True)

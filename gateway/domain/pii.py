@@ -1,6 +1,7 @@
 """Phone numbers at rest, and the secrets derived from the deployment's one secret key.
 
-Phone numbers are looked up by a keyed hash and kept only encrypted.
+Phone numbers, and the external ids linked to members (partner account ids, airline program
+numbers), are looked up by a keyed hash and kept only encrypted.
 
 One deployment secret feeds HKDF, which derives an HMAC key (the lookup hash: equal numbers give
 equal hashes, but a leaked table cannot be reversed without the secret), an AES-GCM key (so
@@ -34,6 +35,7 @@ class PiiVault:
         self._hash_key = _derive(secret, b"coalition/v1 phone lookup hash")
         self._aead = AESGCM(_derive(secret, b"coalition/v1 phone encryption"))
         self._webhook_key = _derive(secret, b"coalition/v1 webhook signing")
+        self._lookup_key = _derive(secret, b"coalition/v1 external id lookup hash")
 
     def webhook_secret(self, partner_id: str, version: int) -> str:
         """A partner's webhook signing secret: derived, never stored; a new version rotates it.
@@ -46,10 +48,14 @@ class PiiVault:
     def phone_hash(self, e164: str) -> str:
         return hmac.new(self._hash_key, e164.encode(), hashlib.sha256).hexdigest()
 
-    def encrypt(self, text: str) -> bytes:
-        nonce = os.urandom(AES_GCM_NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, text.encode(), b"phone")
+    def lookup_hash(self, *parts: str) -> str:
+        """A keyed hash of an external id in its namespace (linked accounts, one-time codes)."""
+        return hmac.new(self._lookup_key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
 
-    def decrypt(self, blob: bytes) -> str:
+    def encrypt(self, text: str, purpose: bytes = b"phone") -> bytes:
+        nonce = os.urandom(AES_GCM_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, text.encode(), purpose)
+
+    def decrypt(self, blob: bytes, purpose: bytes = b"phone") -> str:
         nonce, sealed = blob[:AES_GCM_NONCE_BYTES], blob[AES_GCM_NONCE_BYTES:]
-        return self._aead.decrypt(nonce, sealed, b"phone").decode()
+        return self._aead.decrypt(nonce, sealed, purpose).decode()

@@ -27,6 +27,7 @@ from gateway.config import (
     env,
     expiry_policy,
     notify_channel,
+    parked_claim_days,
     secret_key,
     tier_ladder,
 )
@@ -102,12 +103,19 @@ async def _context(url: str, migrate_empty: bool, ca_dir: str = "") -> AppContex
         vault = PiiVault(secret_key(url))
         ladder = tier_ladder()
         expiry = expiry_policy()
+        claim_days = parked_claim_days()
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from None
     database = await _ready_database(url, migrate_empty)
     ca = _load_ca(ca_dir or env("CA_DIR", CA_DIR_DEFAULT))
     return AppContext(
-        database=database, vault=vault, clock=SystemClock(), ca=ca, ladder=ladder, expiry=expiry
+        database=database,
+        vault=vault,
+        clock=SystemClock(),
+        ca=ca,
+        ladder=ladder,
+        expiry=expiry,
+        parked_claim_days=claim_days,
     )
 
 

@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from coalition.v1 import common_pb2
 from gateway.domain import errors
 from gateway.entrypoints.grpc.convert import check_string_sizes
 
@@ -29,6 +30,17 @@ _CODES: dict[type[errors.CoalitionError], int] = {
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unimplemented: code_pb2.UNIMPLEMENTED,
 }
+
+
+def item_error(err: errors.CoalitionError) -> common_pb2.ItemError:
+    """The error of one item of a batch or stream: what the unary call would have returned.
+
+    A field path is in metadata["field"], as in ErrorInfo; BadRequest has no place here.
+    """
+    code = next(c for kind, c in _CODES.items() if isinstance(err, kind))
+    return common_pb2.ItemError(
+        code=code, reason=err.reason, message=err.message, metadata=dict(err.metadata)
+    )
 
 
 def _pack(message: Any) -> any_pb2.Any:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from gateway.adapters.db import Database
 from gateway.clock import Clock, SystemClock
 from gateway.domain.expiry import ExpiryPolicy
+from gateway.domain.links import PARKED_CLAIM_DAYS_DEFAULT
 from gateway.domain.pii import PiiVault
 from gateway.domain.tiers import DEFAULT_LADDER, Ladder
 from partners.ca import CertificateAuthority
@@ -23,3 +24,5 @@ class AppContext:
     """The tier ladder (COALITION_TIERS_FILE), the same for every gateway of a deployment."""
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
     """COALITION_EXPIRY_POLICY; applies to points credited from then on."""
+    parked_claim_days: int = PARKED_CLAIM_DAYS_DEFAULT
+    """COALITION_PARKED_CLAIM_DAYS: how long an agency earn for an unlinked number waits."""

@@ -8,6 +8,10 @@ One earn, one database transaction, in this order (the lock order every writer f
     post the points, record the awards, count qualifying points, upgrade if a threshold is crossed
 
 QuoteEarn runs the same evaluation without locks and writes nothing.
+
+Travel agencies earn on behalf of an airline: the airline's rules decide and it issues the
+points; the agency is the channel. An airline number no member has linked yet parks the earn
+(gateway.service.links) with the airline's base points: tier and campaign bonuses need a member.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.domain import ledger as dl
 from gateway.domain import rules as dr
-from gateway.domain.errors import FailedPrecondition, InvalidArgument
-from gateway.domain.partners import Partner
+from gateway.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from gateway.domain.links import ParkedEarn
+from gateway.domain.partners import Partner, PartnerType, parse_partner_name
 from gateway.domain.tiers import Tier, TierStatus
-from gateway.service import campaigns, ledger, rates, tiers
+from gateway.service import campaigns, ledger, links, partners, rates, tiers
 from gateway.service.context import AppContext
 
 
@@ -79,16 +84,23 @@ async def quote(
     conn: AsyncConnection,
     ctx: AppContext,
     partner: Partner,
-    member_id: str,
+    member_id: str | None,
     tier: Tier,
     basis: Purchase | Action,
     at: datetime,
     lock: bool = False,
 ) -> tuple[dr.Quote, list[dr.Offer]]:
-    """The evaluation shared by quote_only and earn; `basis` has passed check_basis."""
+    """The evaluation shared by quote_only, earn and park; `basis` has passed check_basis.
+
+    Without a member (a parked earn), no campaign applies.
+    """
     if isinstance(basis, Action):
-        offered = await campaigns.offers(
-            conn, partner, member_id, at, "", basis.code, lock, ctx.clock.now()
+        offered = (
+            await campaigns.offers(
+                conn, partner, member_id, at, "", basis.code, lock, ctx.clock.now()
+            )
+            if member_id
+            else []
         )
         result = dr.quote_action(
             partner.name, basis.code, basis.points, offered, partner.settings.earn_rounding
@@ -111,8 +123,12 @@ async def quote(
     conversion = None
     if spend.currency != rules.currency:
         conversion = await rates.conversion(conn, spend.currency, rules.currency, at)
-    offered = await campaigns.offers(
-        conn, partner, member_id, at, spend.category, "", lock, ctx.clock.now()
+    offered = (
+        await campaigns.offers(
+            conn, partner, member_id, at, spend.category, "", lock, ctx.clock.now()
+        )
+        if member_id
+        else []
     )
     return dr.quote_purchase(rules, spend, conversion, tier, offered), offered
 
@@ -142,8 +158,12 @@ async def earn(
     reference: str = "",
     vest_time: datetime | None = None,
     occur_time: datetime | None = None,
+    channel: Partner | None = None,
 ) -> tuple[dl.Transaction, TierStatus]:
-    """The posted earn and where the member stands after it (tier, progress)."""
+    """The posted earn and where the member stands after it (tier, progress).
+
+    channel: the travel agency submitting for `partner`, an airline (see airline_for).
+    """
     now = ctx.clock.now()
     dl.check_reference(reference)
     dl.check_vest_time(now, vest_time)
@@ -162,7 +182,65 @@ async def earn(
         reference,
         vest_time,
         occur_time,
+        channel_partner_id=channel.id if channel else None,
     )
     await campaigns.record_awards(conn, ctx, offered, member_id, txn.id, result.awards)
     standing = await tiers.record_earn(conn, ctx, txn, result.qualifying_points, held)
     return txn, standing
+
+
+# -- travel agencies -------------------------------------------------------------------------
+
+
+async def airline_for(conn: AsyncConnection, agency: Partner, on_behalf_of: str) -> Partner:
+    """The airline a travel agency earns for; only the airlines it is authorized for."""
+    if agency.type is not PartnerType.TRAVEL_AGENCY:
+        raise PermissionDenied(
+            "ON_BEHALF_OF_AGENCIES_ONLY",
+            "only travel agencies earn on behalf of an airline; leave on_behalf_of empty",
+            {"field": "on_behalf_of"},
+        )
+    airline_id = parse_partner_name(on_behalf_of, "on_behalf_of")
+    if airline_id not in agency.settings.authorized_airlines:
+        raise PermissionDenied(
+            "AIRLINE_NOT_AUTHORIZED",
+            f"{agency.name} is not authorized to submit bookings for {on_behalf_of}",
+            {"airline": on_behalf_of, "field": "on_behalf_of"},
+        )
+    return await partners.get(conn, airline_id)
+
+
+async def park(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    agency: Partner,
+    airline: Partner,
+    number: str,
+    basis: Purchase | Action,
+    reference: str = "",
+    vest_time: datetime | None = None,
+    occur_time: datetime | None = None,
+) -> ParkedEarn:
+    """Keep an agency earn for an airline number nobody has linked: base points, no member.
+
+    The caller holds the number's lock (links.lock_external), so a link cannot slip between
+    the lookup that found no member and this.
+    """
+    now = ctx.clock.now()
+    dl.check_reference(reference)
+    vest = dl.check_vest_time(now, vest_time)
+    at = dl.check_occur_time(now, occur_time)
+    result, _ = await quote(conn, ctx, airline, None, ctx.ladder.base, check_basis(basis), at)
+    return await links.park(
+        conn,
+        ctx,
+        airline_id=airline.id,
+        agency_id=agency.id,
+        number=number,
+        points=result.points,
+        qualifying_points=result.qualifying_points,
+        breakdown=result.breakdown(),
+        reference=reference,
+        vest_time=vest,
+        occur_time=occur_time,
+    )

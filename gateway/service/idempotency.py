@@ -111,44 +111,78 @@ async def run_once(
     )
 
 
+async def run_once_in(
+    conn: AsyncConnection,
+    clock: Clock,
+    key: IdempotencyKey,
+    work: Callable[[AsyncConnection], Awaitable[bytes]],
+) -> bytes:
+    """run_once inside the caller's transaction (one item of a batch), in a savepoint: the
+    same outcome as run_once, committed with the rest of the batch."""
+    check_request_id(key.request_id)
+    for _ in range(IDEMPOTENCY_ATTEMPTS_MAX):
+        try:
+            async with conn.begin_nested():
+                response, failure = await _run(conn, clock, key, work)
+        except (_Contended, IntegrityError):
+            continue  # a concurrent duplicate committed first: read its answer next round
+        if failure is not None:
+            raise failure
+        assert response is not None
+        return response
+    raise errors.FailedPrecondition(
+        "REQUEST_IN_PROGRESS", "a request with this request_id is still in progress; retry"
+    )
+
+
 async def _attempt(
     database: Database,
     clock: Clock,
     key: IdempotencyKey,
     work: Callable[[AsyncConnection], Awaitable[bytes]],
 ) -> bytes:
-    failure: errors.CoalitionError | None = None
-    where = (_KEYS.c.scope == key.scope) & (_KEYS.c.request_id == key.request_id)
     try:
         async with database.begin() as conn:
-            stored = await _replay(conn, key)
-            if stored is not None:
-                return stored
-            try:
-                await conn.execute(
-                    insert(_KEYS).values(
-                        scope=key.scope,
-                        request_id=key.request_id,
-                        method=key.method,
-                        request_hash=key.request_hash,
-                        create_time=clock.now(),
-                    )
-                )
-            except IntegrityError:
-                raise _Contended from None
-            try:
-                async with conn.begin_nested():
-                    response = await work(conn)
-            except errors.CoalitionError as err:
-                if not err.stored:
-                    raise
-                failure = err
-                await conn.execute(update(_KEYS).where(where).values(error=_encode_error(err)))
-            else:
-                await conn.execute(update(_KEYS).where(where).values(response=response))
+            response, failure = await _run(conn, clock, key, work)
     except IntegrityError:
         # The winner's row appeared between our read and our insert (READ COMMITTED).
         raise _Contended from None
     if failure is not None:
         raise failure
+    assert response is not None
     return response
+
+
+async def _run(
+    conn: AsyncConnection,
+    clock: Clock,
+    key: IdempotencyKey,
+    work: Callable[[AsyncConnection], Awaitable[bytes]],
+) -> tuple[bytes | None, errors.CoalitionError | None]:
+    """The stored answer, or the work's answer or stored failure, recorded under the key."""
+    where = (_KEYS.c.scope == key.scope) & (_KEYS.c.request_id == key.request_id)
+    stored = await _replay(conn, key)
+    if stored is not None:
+        return stored, None
+    try:
+        await conn.execute(
+            insert(_KEYS).values(
+                scope=key.scope,
+                request_id=key.request_id,
+                method=key.method,
+                request_hash=key.request_hash,
+                create_time=clock.now(),
+            )
+        )
+    except IntegrityError:
+        raise _Contended from None
+    try:
+        async with conn.begin_nested():
+            response = await work(conn)
+    except errors.CoalitionError as err:
+        if not err.stored:
+            raise
+        await conn.execute(update(_KEYS).where(where).values(error=_encode_error(err)))
+        return None, err
+    await conn.execute(update(_KEYS).where(where).values(response=response))
+    return response, None

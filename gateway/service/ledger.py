@@ -123,6 +123,7 @@ async def _record(
     occur_time: datetime | None = None,
     lot: tuple[int, datetime | None] = (0, None),
     spend: int = 0,
+    channel_partner_id: str | None = None,
 ) -> dl.Transaction:
     """Store a transaction and its postings.
 
@@ -144,6 +145,7 @@ async def _record(
         occur_time=occur_time,
         balance_after=balance,
         create_time=ctx.clock.now(),
+        channel_partner_id=channel_partner_id,
     )
     seq = await conn.scalar(
         insert(TXNS)
@@ -151,6 +153,7 @@ async def _record(
             id=txn.id,
             member_id=member_id,
             partner_id=partner_id,
+            channel_partner_id=channel_partner_id,
             type=kind.value,
             state=state.value,
             points=points,
@@ -216,7 +219,9 @@ async def _load(
     member_id, txn_id = parse_transaction_name(name)
     query = select(TXNS).where(TXNS.c.id == txn_id, TXNS.c.member_id == member_id)
     if partner_id is not None:
-        query = query.where(TXNS.c.partner_id == partner_id)
+        query = query.where(
+            (TXNS.c.partner_id == partner_id) | (TXNS.c.channel_partner_id == partner_id)
+        )
     row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound("TRANSACTION_NOT_FOUND", f"no transaction {name}", {"transaction": name})
@@ -236,8 +241,12 @@ async def earn(
     reference: str = "",
     vest_time: datetime | None = None,
     occur_time: datetime | None = None,
+    channel_partner_id: str | None = None,
 ) -> dl.Transaction:
-    """Post points the rules computed (gateway.service.earning decides how many)."""
+    """Post points the rules computed (gateway.service.earning decides how many).
+
+    channel_partner_id: the travel agency that submitted the earn for the airline partner_id.
+    """
     now = ctx.clock.now()
     vest = dl.check_vest_time(now, vest_time)
     source = dl.issued(partner_id)
@@ -268,6 +277,7 @@ async def earn(
         due_time=vest,
         occur_time=occur_time,
         lot=lot,
+        channel_partner_id=channel_partner_id,
     )
 
 
@@ -318,6 +328,59 @@ async def burn(
         balance=balance,
         postings=list(dl.move(dl.available(member_id), dl.redeemed(partner_id), points)),
         reference=reference,
+        spend=points,
+    )
+
+
+async def convert(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    airline_id: str,
+    member_id: str,
+    points: int,
+    units: int,
+    unit: str,
+    description: str,
+) -> dl.Transaction:
+    """Points leave the member (first in, first out) for units of the airline's program.
+
+    The units are their own asset, owed by the airline to the member's program account; the
+    breakdown keeps how many, so a reversal can take them back exactly.
+    """
+    balance = await _change(
+        conn,
+        member_id,
+        available=-points,
+        need_available=points,
+        active_at=ctx.clock.now(),
+        burn=True,
+    )
+    if balance is None:
+        raise dl.insufficient(await balance_of(conn, member_id), points)
+    postings = [
+        *dl.move(dl.available(member_id), dl.converted(airline_id), points),
+        dl.Posting(dl.program_issued(airline_id), -units, unit),
+        dl.Posting(dl.program_member(airline_id, member_id), units, unit),
+    ]
+    component = {
+        "kind": "CONVERSION",
+        "description": description,
+        "points": -points,
+        "source": f"partners/{airline_id}",
+        "units": units,
+        "unit": unit,
+    }
+    return await _record(
+        conn,
+        ctx,
+        member_id=member_id,
+        partner_id=airline_id,
+        kind=dl.TxnType.CONVERSION,
+        state=dl.TxnState.POSTED,
+        points=-points,
+        balance=balance,
+        postings=postings,
+        breakdown=(component,),
         spend=points,
     )
 
@@ -496,15 +559,20 @@ async def reverse(
     left = dl.reversible_points(
         original.type, original.state, original.points, original.reversed_points
     )
-    if original.type not in (dl.TxnType.EARN, dl.TxnType.REDEEM, dl.TxnType.CAPTURE) or (
-        original.state is not dl.TxnState.POSTED
-    ):
+    reversible = (dl.TxnType.EARN, dl.TxnType.REDEEM, dl.TxnType.CAPTURE, dl.TxnType.CONVERSION)
+    if original.type not in reversible or original.state is not dl.TxnState.POSTED:
         raise FailedPrecondition(
             "TRANSACTION_NOT_REVERSIBLE",
             f"a {original.type.value.lower()} in state {original.state.value} cannot be reversed",
             {"transaction": name},
         )
     amount = points or left
+    if original.type is dl.TxnType.CONVERSION and amount != -original.points:
+        raise FailedPrecondition(
+            "CONVERSION_REVERSED_IN_FULL_ONLY",
+            "a conversion is rejected whole: reverse it with points = 0",
+            {"transaction": name},
+        )
     if amount == 0 or amount > left:
         raise FailedPrecondition(
             "REVERSAL_EXCEEDS_ORIGINAL",
@@ -571,7 +639,16 @@ async def _reverse_posted(
         await lots.refund(
             conn, debit_seq, expiry.lot_change(balance.available - amount, balance.available)
         )
-        postings = list(dl.move(dl.redeemed(partner), dl.available(member), amount))
+        if original.type is dl.TxnType.CONVERSION:  # the airline rejected it: undo it whole
+            (component,) = original.breakdown
+            units, unit = int(str(component["units"])), str(component["unit"])
+            postings = [
+                *dl.move(dl.converted(partner), dl.available(member), amount),
+                dl.Posting(dl.program_member(partner, member), -units, unit),
+                dl.Posting(dl.program_issued(partner), units, unit),
+            ]
+        else:
+            postings = list(dl.move(dl.redeemed(partner), dl.available(member), amount))
         signed = amount
     txn = await _record(
         conn,
@@ -816,8 +893,10 @@ async def history(
     limit = paging.page_size(size)
     position = paging.decode_token(token, ("seq",))
     query = select(TXNS).where(TXNS.c.member_id == member_id)
-    if partner_id is not None:
-        query = query.where(TXNS.c.partner_id == partner_id)
+    if partner_id is not None:  # what the partner issued or accepted, or submitted as agency
+        query = query.where(
+            (TXNS.c.partner_id == partner_id) | (TXNS.c.channel_partner_id == partner_id)
+        )
     if kind is not None:
         query = query.where(TXNS.c.type == kind.value)
     if position is not None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.adapters import repository as repo
 from gateway.adapters.models import ClientCertificateRow, table_of
 from gateway.domain import credentials as dc
-from gateway.domain import paging
+from gateway.domain import paging, programs
 from gateway.domain import partners as dp
 from gateway.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from gateway.service.context import AppContext
@@ -32,6 +32,7 @@ UPDATABLE_FIELDS = frozenset(
         "earn_rounding",
         "minimum_spend_minor",
         "transaction_cap_points",
+        "program",
     }
 )
 _KEYS = repo.API_KEYS
@@ -63,6 +64,19 @@ async def _check_airlines(
             )
 
 
+def _with_program(kind: dp.PartnerType, settings: dp.PartnerSettings) -> dp.PartnerSettings:
+    """Airlines always run a program (the default if none is given); nobody else has one."""
+    if kind is not dp.PartnerType.AIRLINE:
+        if settings.program is not None:
+            raise InvalidArgument.on_field(
+                "partner.program", "PROGRAM_ONLY_FOR_AIRLINES", "only airlines run a program"
+            )
+        return settings
+    return replace(
+        settings, program=programs.validate_program(settings.program or programs.Program())
+    )
+
+
 async def create(
     conn: AsyncConnection,
     ctx: AppContext,
@@ -71,7 +85,7 @@ async def create(
     settings: dp.PartnerSettings,
 ) -> dp.Partner:
     partner_id = dp.parse_partner_id(partner_id)
-    settings = dp.validate_settings(settings)
+    settings = _with_program(kind, dp.validate_settings(settings))
     await _check_airlines(conn, kind, settings)
     now = ctx.clock.now()
     partner = dp.Partner(partner_id, kind, settings, now, now)
@@ -106,8 +120,9 @@ async def update_settings(
             + (f"; unknown or immutable: {', '.join(unknown)}" if unknown else ""),
         )
     partner = await get(conn, partner_id)
-    settings = dp.validate_settings(
-        replace(partner.settings, **{f: getattr(changes, f) for f in mask})
+    settings = _with_program(
+        partner.type,
+        dp.validate_settings(replace(partner.settings, **{f: getattr(changes, f) for f in mask})),
     )
     await _check_airlines(conn, partner.type, settings)
     updated = replace(partner, settings=settings, update_time=ctx.clock.now())

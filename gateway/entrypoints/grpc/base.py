@@ -9,12 +9,15 @@ import grpc
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.domain import errors
+from coalition.v1 import common_pb2
+from gateway.domain import errors, programs
+from gateway.domain import links as dln
 from gateway.domain import members as dm
 from gateway.domain import partners as dp
 from gateway.domain.credentials import Caller
 from gateway.entrypoints.auth import current_caller
 from gateway.entrypoints.grpc.convert import request_hash
+from gateway.service import links
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -60,15 +63,70 @@ class Servicer:
     async def resolve(self, conn: AsyncConnection, ref: Any, field: str = "member") -> dm.Member:
         """The member a MemberRef names (the field is named in errors)."""
         kind = ref.WhichOneof("kind") if ref is not None else None
-        if kind in ("partner_account", "program_number"):
-            raise not_yet("coalition.v1.MemberService", f"{field}.{kind}", "account linking")
         if kind is None:
             raise errors.InvalidArgument.on_field(
                 field, "MISSING_MEMBER_REF", "name the member by one of its identifiers"
             )
+        if kind in ("partner_account", "program_number"):
+            partner, link_kind, external = await self.external_account(
+                conn, getattr(ref, kind), f"{field}.{kind}"
+            )
+            member_id = await links.find_member_id(conn, self.ctx, partner.id, link_kind, external)
+            if member_id is None:
+                what = "account" if link_kind is dln.LinkKind.ACCOUNT else "program number"
+                raise members_service.member_not_found(f"with this linked {what}")
+            return await self.resolve_id(conn, member_id)
         return await members_service.lookup(
             conn, self.ctx, kind, getattr(ref, kind), field_prefix=f"{field}."
         )
+
+    async def external_account(
+        self, conn: AsyncConnection, account: Any, field: str, owner_only: bool = False
+    ) -> tuple[dp.Partner, dln.LinkKind, str]:
+        """The partner, kind and normalized id of a PartnerAccount or ProgramNumber message.
+
+        A partner names only its own accounts. A program number may also be used by the
+        travel agencies authorized for the airline, unless owner_only (linking, unlinking).
+        """
+        caller = self.caller()
+        if isinstance(account, common_pb2.PartnerAccount):
+            partner_id = (
+                dp.parse_partner_name(account.partner, f"{field}.partner")
+                if account.partner
+                else caller.partner_id
+            )
+            if partner_id is None:
+                raise errors.InvalidArgument.on_field(
+                    f"{field}.partner", "MISSING_PARTNER", "the operator names the partner"
+                )
+            if not caller.is_operator and partner_id != caller.partner_id:
+                raise errors.PermissionDenied(
+                    "NOT_YOUR_ACCOUNT",
+                    "a partner names members only by its own account ids",
+                    {"field": f"{field}.partner"},
+                )
+            partner = await partner_service.get(conn, partner_id)
+            external = programs.check_external_id(account.external_id, f"{field}.external_id")
+            return partner, dln.LinkKind.ACCOUNT, external
+        airline_id = dp.parse_partner_name(account.program, f"{field}.program")
+        if not caller.is_operator and airline_id != caller.partner_id:
+            agency = await partner_service.get(conn, caller.partner_id or "")
+            if owner_only or airline_id not in agency.settings.authorized_airlines:
+                raise errors.PermissionDenied(
+                    "NOT_YOUR_ACCOUNT" if owner_only else "AIRLINE_NOT_AUTHORIZED",
+                    f"{account.program} numbers are for the airline"
+                    + ("" if owner_only else " and the agencies it authorized"),
+                    {"field": f"{field}.program"},
+                )
+        airline = await partner_service.get(conn, airline_id)
+        if airline.settings.program is None:
+            raise errors.InvalidArgument.on_field(
+                f"{field}.program", "NOT_AN_AIRLINE", f"{account.program} runs no loyalty program"
+            )
+        number = programs.check_number(
+            airline.settings.program.number_format, account.number, f"{field}.number"
+        )
+        return airline, dln.LinkKind.PROGRAM, number
 
     async def resolve_id(self, conn: AsyncConnection, member_id: str) -> dm.Member:
         return await members_service.get(conn, self.ctx, f"members/{member_id}")

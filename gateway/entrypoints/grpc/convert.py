@@ -14,8 +14,10 @@ from coalition.v1 import common_pb2, members_pb2, partners_pb2, rewards_pb2
 from gateway.domain import credentials as dc
 from gateway.domain import expiry as de
 from gateway.domain import ledger as dl
+from gateway.domain import links as dln
 from gateway.domain import members as dm
 from gateway.domain import partners as dp
+from gateway.domain import programs
 from gateway.domain import rewards as drw
 from gateway.domain import rules as dr
 from gateway.domain import tiers as dt
@@ -134,6 +136,73 @@ def partner_to_proto(partner: dp.Partner) -> partners_pb2.Partner:
         earn_rounding=_ROUNDING_TO_PROTO[s.earn_rounding],
         minimum_spend_minor=s.minimum_spend_minor,
         transaction_cap_points=s.transaction_cap_points,
+        program=program_to_proto(s.program) if s.program else None,
+    )
+
+
+_CHARSET_TO_PROTO = {
+    programs.Charset.DIGITS: partners_pb2.NUMBER_CHARSET_DIGITS,
+    programs.Charset.ALPHANUMERIC: partners_pb2.NUMBER_CHARSET_ALPHANUMERIC,
+}
+_CHARSET_FROM_PROTO = {
+    partners_pb2.NUMBER_CHARSET_UNSPECIFIED: programs.Charset.ALPHANUMERIC,
+    **{v: k for k, v in _CHARSET_TO_PROTO.items()},
+}
+_CHECK_TO_PROTO = {
+    c: partners_pb2.CheckDigitScheme.Value(f"CHECK_DIGIT_SCHEME_{c.value}")
+    for c in programs.CheckDigit
+}
+_CHECK_FROM_PROTO = {
+    partners_pb2.CHECK_DIGIT_SCHEME_UNSPECIFIED: programs.CheckDigit.NONE,
+    **{v: k for k, v in _CHECK_TO_PROTO.items()},
+}
+
+
+def program_to_proto(program: programs.Program) -> partners_pb2.LoyaltyProgram:
+    fmt = program.number_format
+    return partners_pb2.LoyaltyProgram(
+        unit=program.unit,
+        number_format=partners_pb2.ProgramNumberFormat(
+            min_length=fmt.min_length,
+            max_length=fmt.max_length,
+            charset=_CHARSET_TO_PROTO[fmt.charset],
+            check_digit=_CHECK_TO_PROTO[fmt.check_digit],
+            prefix=fmt.prefix,
+        ),
+        conversion_rate=str(program.conversion_rate) if program.conversion_rate else "",
+        conversion_minimum_points=program.conversion_minimum_points,
+    )
+
+
+def program_from_proto(
+    message: partners_pb2.LoyaltyProgram, field_path: str = "partner.program"
+) -> programs.Program:
+    """A draft; gateway.domain.programs.validate_program checks it."""
+    fmt = message.number_format
+    charset = _CHARSET_FROM_PROTO.get(fmt.charset)
+    check = _CHECK_FROM_PROTO.get(fmt.check_digit)
+    if charset is None:
+        raise InvalidArgument.on_field(
+            f"{field_path}.number_format.charset", "INVALID_NUMBER_FORMAT", "DIGITS or ALPHANUMERIC"
+        )
+    if check is None:
+        raise InvalidArgument.on_field(
+            f"{field_path}.number_format.check_digit", "INVALID_NUMBER_FORMAT", "NONE, LUHN or MOD7"
+        )
+    default = programs.NumberFormat()
+    return programs.Program(
+        unit=message.unit or "MILES",
+        number_format=programs.NumberFormat(
+            fmt.min_length or default.min_length,
+            fmt.max_length or default.max_length,
+            charset,
+            check,
+            fmt.prefix,
+        ),
+        conversion_rate=programs.parse_conversion_rate(
+            message.conversion_rate, f"{field_path}.conversion_rate"
+        ),
+        conversion_minimum_points=message.conversion_minimum_points,
     )
 
 
@@ -174,6 +243,7 @@ def settings_from_proto(partner: partners_pb2.Partner) -> dp.PartnerSettings:
         earn_rounding=_rounding(partner.earn_rounding),
         minimum_spend_minor=partner.minimum_spend_minor,
         transaction_cap_points=partner.transaction_cap_points,
+        program=program_from_proto(partner.program) if partner.HasField("program") else None,
     )
 
 
@@ -320,6 +390,44 @@ def transaction_to_proto(
         channel_partner=f"partners/{txn.channel_partner_id}" if txn.channel_partner_id else "",
         occur_time=timestamp(txn.occur_time),
     )
+
+
+def parked_to_proto(parked: dln.ParkedEarn) -> common_pb2.PointsTransaction:
+    """A parked agency earn, shaped as the transaction it will become once claimed."""
+    return common_pb2.PointsTransaction(
+        name=parked.name,
+        type=common_pb2.TRANSACTION_TYPE_EARN,
+        state=common_pb2.TRANSACTION_STATE_PARKED,
+        points=parked.points,
+        breakdown=[component_to_proto(c) for c in parked.breakdown],
+        partner=f"partners/{parked.airline_id}",
+        partner_reference=parked.partner_reference,
+        create_time=timestamp(parked.create_time),
+        vest_time=timestamp(parked.vest_time),
+        channel_partner=f"partners/{parked.agency_id}",
+        occur_time=timestamp(parked.occur_time),
+    )
+
+
+# -- linked accounts -------------------------------------------------------------------------
+
+
+def linked_account_to_proto(account: dln.LinkedAccount) -> members_pb2.LinkedAccount:
+    message = members_pb2.LinkedAccount(
+        name=account.name,
+        create_time=timestamp(account.create_time),
+        unlink_time=timestamp(account.unlink_time),
+    )
+    partner = f"partners/{account.partner_id}"
+    if account.kind is dln.LinkKind.ACCOUNT:
+        message.partner_account.CopyFrom(
+            common_pb2.PartnerAccount(partner=partner, external_id=account.external_id)
+        )
+    else:
+        message.program_number.CopyFrom(
+            common_pb2.ProgramNumber(program=partner, number=account.external_id)
+        )
+    return message
 
 
 # -- rewards ---------------------------------------------------------------------------------

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coalition.v1 import members_pb2 as pb
 from coalition.v1 import members_pb2_grpc
+from gateway.domain import errors
+from gateway.domain import links as dln
+from gateway.domain import members as dm
+from gateway.domain import partners as dp
 from gateway.domain.partners import parse_partner_name
 from gateway.entrypoints.errors import rpc
-from gateway.entrypoints.grpc.base import Servicer, not_yet
+from gateway.entrypoints.grpc.base import Servicer
 from gateway.entrypoints.grpc.convert import (
     balance_to_proto,
     contact_from_proto,
+    linked_account_to_proto,
     member_to_proto,
+    timestamp,
     transaction_to_proto,
     txn_type_filter,
 )
-from gateway.service import ledger, tiers
+from gateway.service import ledger, links, tiers
 from gateway.service import members as members_service
-
-SERVICE = "coalition.v1.MemberService"
-LINKING = "account linking"
 
 
 class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
@@ -73,7 +78,9 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
     ) -> pb.LookupMemberResponse:
         kind = request.WhichOneof("kind")
         if kind in ("partner_account", "program_number"):
-            raise not_yet(SERVICE, f"LookupMember.{kind}", LINKING)
+            async with self.read() as conn:
+                member = await self.resolve(conn, request, field="")
+            return pb.LookupMemberResponse(member=member_to_proto(member))
         async with self.read() as conn:
             member = await members_service.lookup(
                 conn,
@@ -118,22 +125,117 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
             next_page_token=token,
         )
 
-    # Account linking lands with the cross-brand release; until then these say so precisely.
+    # -- linked accounts ---------------------------------------------------------------------
+
+    async def _linking(
+        self, conn: AsyncConnection, member_ref: Any, account: pb.LinkedAccount
+    ) -> tuple[dm.Member, dp.Partner, dln.LinkKind, str]:
+        """The member and the account of a link request; a partner names the member by loyalty
+        number (half of the proof) and links only its own accounts."""
+        if not self.caller().is_operator and member_ref.WhichOneof("kind") != "loyalty_number":
+            raise errors.InvalidArgument.on_field(
+                "member.loyalty_number",
+                "LOYALTY_NUMBER_REQUIRED",
+                "a partner names the member by loyalty number to link an account",
+            )
+        kind = account.WhichOneof("account")
+        if kind is None:
+            raise errors.InvalidArgument.on_field(
+                "linked_account", "MISSING_ACCOUNT", "set partner_account or program_number"
+            )
+        member = await self.resolve(conn, member_ref)
+        partner, link_kind, external = await self.external_account(
+            conn, getattr(account, kind), f"linked_account.{kind}", owner_only=True
+        )
+        return member, partner, link_kind, external
+
+    @rpc
+    async def RequestLinkCode(
+        self, request: pb.RequestLinkCodeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestLinkCodeResponse:
+        caller = self.caller()
+
+        async def work(conn: AsyncConnection) -> pb.RequestLinkCodeResponse:
+            member, partner, kind, external = await self._linking(
+                conn, request.member, request.linked_account
+            )
+            expires, destination = await links.request_code(
+                conn,
+                self.ctx,
+                caller.idempotency_scope,
+                member,
+                partner.settings.display_name,
+                kind,
+                links.external_key(self.ctx, partner.id, kind, external),
+            )
+            return pb.RequestLinkCodeResponse(
+                expire_time=timestamp(expires), destination=destination
+            )
+
+        return await self.once("RequestLinkCode", request, pb.RequestLinkCodeResponse, work)
 
     @rpc
     async def LinkAccount(
         self, request: pb.LinkAccountRequest, context: grpc.aio.ServicerContext
     ) -> pb.LinkAccountResponse:
-        raise not_yet(SERVICE, "LinkAccount", LINKING)
+        caller = self.caller()
+        code_id = None
+        if not caller.is_operator:
+            # Checked in a transaction of its own: a wrong code counts even though it fails.
+            async with self.ctx.database.begin() as conn:
+                member, partner, kind, external = await self._linking(
+                    conn, request.member, request.linked_account
+                )
+                code_id = await links.verify_code(
+                    conn,
+                    self.ctx,
+                    caller.idempotency_scope,
+                    member.id,
+                    links.external_key(self.ctx, partner.id, kind, external),
+                    request.verification_code,
+                )
+
+        async def work(conn: AsyncConnection) -> pb.LinkAccountResponse:
+            member, partner, kind, external = await self._linking(
+                conn, request.member, request.linked_account
+            )
+            if code_id is not None:
+                await links.use_code(conn, self.ctx, code_id)
+            account, _ = await links.link(conn, self.ctx, member.id, partner.id, kind, external)
+            return pb.LinkAccountResponse(linked_account=linked_account_to_proto(account))
+
+        return await self.once("LinkAccount", request, pb.LinkAccountResponse, work)
 
     @rpc
     async def UnlinkAccount(
         self, request: pb.UnlinkAccountRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnlinkAccountResponse:
-        raise not_yet(SERVICE, "UnlinkAccount", LINKING)
+        caller = self.caller()
+
+        async def work(conn: AsyncConnection) -> pb.UnlinkAccountResponse:
+            await links.unlink(conn, self.ctx, request.name, caller.partner_id)
+            return pb.UnlinkAccountResponse()
+
+        return await self.once("UnlinkAccount", request, pb.UnlinkAccountResponse, work)
 
     @rpc
     async def ListLinkedAccounts(
         self, request: pb.ListLinkedAccountsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLinkedAccountsResponse:
-        raise not_yet(SERVICE, "ListLinkedAccounts", LINKING)
+        caller = self.caller()
+        async with self.read() as conn:
+            member = await self.resolve(
+                conn, request.member if request.HasField("member") else None
+            )
+            page, token = await links.list_page(
+                conn,
+                self.ctx,
+                member.id,
+                caller.partner_id,  # a partner sees only its own links
+                request.page_size,
+                request.page_token,
+                request.show_unlinked,
+            )
+        return pb.ListLinkedAccountsResponse(
+            linked_accounts=[linked_account_to_proto(a) for a in page], next_page_token=token
+        )

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import Message
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from coalition.v1 import common_pb2, points_pb2_grpc
 from coalition.v1 import points_pb2 as pb
-from coalition.v1 import points_pb2_grpc
-from gateway.domain import errors
-from gateway.entrypoints.errors import rpc
-from gateway.entrypoints.grpc.base import Servicer, not_yet
-from gateway.entrypoints.grpc.convert import component_to_proto, transaction_to_proto
-from gateway.service import earning, ledger, tiers
+from gateway.domain import errors, programs
+from gateway.domain import ledger as dl
+from gateway.domain import links as dln
+from gateway.domain import partners as dp
+from gateway.entrypoints.errors import item_error, rpc, to_status
+from gateway.entrypoints.grpc.base import Servicer
+from gateway.entrypoints.grpc.convert import (
+    check_string_sizes,
+    component_to_proto,
+    parked_to_proto,
+    request_hash,
+    transaction_to_proto,
+)
+from gateway.service import conversions, earning, ledger, links, partners, tiers
+from gateway.service.idempotency import IdempotencyKey, run_once, run_once_in
 
 SERVICE = "coalition.v1.PointsService"
+STREAM_WINDOW = 256
+"""StreamEarnPoints items read ahead of their answers: the server's memory per stream."""
+STREAM_BATCH_MAX = 100
+"""Items committed per database transaction; fewer when no more have arrived yet."""
+
+log = logging.getLogger(__name__)
 
 
 def _basis(
@@ -41,21 +62,17 @@ def _time(message: Message, field: str) -> datetime | None:
     return cast(datetime, stamp.ToDatetime(tzinfo=UTC))
 
 
-def _no_agency_yet(on_behalf_of: str) -> None:
-    if on_behalf_of:
-        raise not_yet(SERVICE, "EarnPoints.on_behalf_of", "travel agency accrual")
-
-
 class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
     @rpc
     async def QuoteEarn(
         self, request: pb.QuoteEarnRequest, context: grpc.aio.ServicerContext
     ) -> pb.QuoteEarnResponse:
-        _no_agency_yet(request.on_behalf_of)
         basis = _basis(request)
         occur = _time(request, "occur_time")
         async with self.read() as conn:
             partner = await self.acting_partner(conn)
+            if request.on_behalf_of:
+                partner = await earning.airline_for(conn, partner, request.on_behalf_of)
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
@@ -67,23 +84,81 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             qualifying_points=quote.qualifying_points,
         )
 
+    async def _earn(
+        self, conn: AsyncConnection, request: pb.EarnPointsRequest
+    ) -> common_pb2.PointsTransaction:
+        """One earn, as EarnPoints and each StreamEarnPoints item perform it."""
+        basis = _basis(request)
+        vest, occur = _time(request, "vest_time"), _time(request, "occur_time")
+        partner = await self.acting_partner(conn)
+        ref = request.member if request.HasField("member") else None
+        if not request.on_behalf_of:
+            member = await self.resolve(conn, ref)
+            txn, standing = await earning.earn(
+                conn, self.ctx, partner, member.id, basis, request.partner_reference, vest, occur
+            )
+            return transaction_to_proto(txn, standing)
+        airline = await earning.airline_for(conn, partner, request.on_behalf_of)
+        if ref is not None and ref.WhichOneof("kind") == "program_number":
+            member_id = await self._airline_number_owner(conn, airline, ref.program_number)
+            if isinstance(member_id, _Unlinked):
+                parked = await earning.park(
+                    conn,
+                    self.ctx,
+                    partner,
+                    airline,
+                    member_id.number,
+                    basis,
+                    request.partner_reference,
+                    vest,
+                    occur,
+                )
+                return parked_to_proto(parked)
+        else:
+            member_id = (await self.resolve(conn, ref)).id
+        txn, standing = await earning.earn(
+            conn,
+            self.ctx,
+            airline,
+            member_id,
+            basis,
+            request.partner_reference,
+            vest,
+            occur,
+            channel=partner,
+        )
+        return transaction_to_proto(txn, standing)
+
+    async def _airline_number_owner(
+        self, conn: AsyncConnection, airline: dp.Partner, ref: common_pb2.ProgramNumber
+    ) -> str | _Unlinked:
+        """Who linked this number of the airline's program; the number is locked until commit,
+        so a concurrent LinkAccount either sees the earn parked or is seen here."""
+        field = "member.program_number"
+        if ref.program and ref.program != airline.name:
+            raise errors.InvalidArgument.on_field(
+                f"{field}.program",
+                "PROGRAM_MISMATCH",
+                f"the number must be of {airline.name}, the airline in on_behalf_of",
+            )
+        assert airline.settings.program is not None, "airlines always run a program"
+        number = programs.check_number(
+            airline.settings.program.number_format, ref.number, f"{field}.number"
+        )
+        await links.lock_external(
+            conn, links.external_key(self.ctx, airline.id, dln.LinkKind.PROGRAM, number)
+        )
+        owner = await links.find_member_id(conn, self.ctx, airline.id, dln.LinkKind.PROGRAM, number)
+        return owner if owner is not None else _Unlinked(number)
+
     @rpc
     async def EarnPoints(
         self, request: pb.EarnPointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EarnPointsResponse:
-        _no_agency_yet(request.on_behalf_of)
-        basis = _basis(request)
-        vest, occur = _time(request, "vest_time"), _time(request, "occur_time")
+        _basis(request)  # input errors before any database work
 
         async def work(conn: AsyncConnection) -> pb.EarnPointsResponse:
-            partner = await self.acting_partner(conn)
-            member = await self.resolve(
-                conn, request.member if request.HasField("member") else None
-            )
-            txn, standing = await earning.earn(
-                conn, self.ctx, partner, member.id, basis, request.partner_reference, vest, occur
-            )
-            return pb.EarnPointsResponse(transaction=transaction_to_proto(txn, standing))
+            return pb.EarnPointsResponse(transaction=await self._earn(conn, request))
 
         return await self.once("EarnPoints", request, pb.EarnPointsResponse, work)
 
@@ -175,14 +250,124 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
 
         return await self.once("ReverseTransaction", request, pb.ReverseTransactionResponse, work)
 
-    @rpc
-    async def StreamEarnPoints(  # type: ignore[override]
-        self, request_iterator: object, context: grpc.aio.ServicerContext
+    async def StreamEarnPoints(
+        self, request_iterator: AsyncIterator[pb.StreamEarnPointsRequest], context: Any
+    ) -> AsyncIterator[pb.StreamEarnPointsResponse]:
+        """Items are read at most STREAM_WINDOW ahead of their answers (the client then waits:
+        HTTP/2 flow control), and committed up to STREAM_BATCH_MAX per database transaction,
+        each in a savepoint of its own: one item's failure is its own answer."""
+        scope = self.caller().idempotency_scope
+        window: asyncio.Queue[tuple[int, pb.StreamEarnPointsRequest] | None] = asyncio.Queue(
+            STREAM_WINDOW
+        )
+
+        async def read() -> None:
+            index = 0
+            try:
+                async for item in request_iterator:
+                    await window.put((index, item))
+                    index += 1
+            finally:
+                await window.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            done = False
+            while not done:
+                first = await window.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < STREAM_BATCH_MAX and not window.empty():
+                    item = window.get_nowait()
+                    if item is None:
+                        done = True
+                        break
+                    batch.append(item)
+                for response in await self._earn_batch(scope, batch):
+                    yield response
+            await reader  # a failed read (a malformed item) ends the stream with its status
+        except errors.CoalitionError as err:
+            await context.abort_with_status(to_status(err))
+        finally:
+            reader.cancel()
+
+    async def _earn_batch(
+        self, scope: str, batch: list[tuple[int, pb.StreamEarnPointsRequest]]
+    ) -> list[pb.StreamEarnPointsResponse]:
+        """Answers for a batch, committed together; one by one if the batch as a whole fails
+        (a deadlock with another writer), so every item still gets exactly one outcome."""
+        try:
+            async with self.ctx.database.begin() as conn:
+                return [await self._earn_item(scope, index, item, conn) for index, item in batch]
+        except DBAPIError:
+            log.warning("a batch of %d earns failed as a whole; retrying one by one", len(batch))
+        return [await self._earn_item(scope, index, item, None) for index, item in batch]
+
+    async def _earn_item(
+        self,
+        scope: str,
+        index: int,
+        item: pb.StreamEarnPointsRequest,
+        conn: AsyncConnection | None,
     ) -> pb.StreamEarnPointsResponse:
-        raise not_yet(SERVICE, "StreamEarnPoints", "bulk ingestion")
+        request = item.request
+        answer = pb.StreamEarnPointsResponse(index=index, request_id=request.request_id)
+        try:
+            check_string_sizes(item)
+            _basis(request)
+
+            async def work(c: AsyncConnection) -> bytes:
+                response = pb.EarnPointsResponse(transaction=await self._earn(c, request))
+                return response.SerializeToString()
+
+            key = IdempotencyKey(scope, request.request_id, "EarnPoints", request_hash(request))
+            raw = (
+                await run_once_in(conn, self.ctx.clock, key, work)
+                if conn is not None
+                else await run_once(self.ctx.database, self.ctx.clock, key, work)
+            )
+            answer.transaction.CopyFrom(pb.EarnPointsResponse.FromString(raw).transaction)
+        except errors.CoalitionError as err:
+            answer.error.CopyFrom(item_error(err))
+        return answer
 
     @rpc
     async def ConvertPoints(
         self, request: pb.ConvertPointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConvertPointsResponse:
-        raise not_yet(SERVICE, "ConvertPoints", "conversions to partner programs")
+        caller = self.caller()
+        dl.check_points(request.points)
+        airline_id = dp.parse_partner_name(request.program, "program")
+        if not caller.is_operator and caller.partner_id != airline_id:
+            raise errors.PermissionDenied(
+                "NOT_YOUR_PROGRAM",
+                "a partner converts only into its own program; member apps call as the operator",
+                {"field": "program"},
+            )
+
+        async def work(conn: AsyncConnection) -> pb.ConvertPointsResponse:
+            member = await self.resolve(
+                conn, request.member if request.HasField("member") else None
+            )
+            txn, units, number = await conversions.convert(
+                conn, self.ctx, airline_id, member, request.points
+            )
+            standing = await tiers.status(conn, self.ctx, member.id)
+            airline = await partners.get(conn, airline_id)
+            assert airline.settings.program is not None
+            return pb.ConvertPointsResponse(
+                transaction=transaction_to_proto(txn, standing),
+                converted_units=units,
+                unit=airline.settings.program.unit,
+                program_number=number,
+            )
+
+        return await self.once("ConvertPoints", request, pb.ConvertPointsResponse, work)
+
+
+@dataclass(frozen=True)
+class _Unlinked:
+    """A valid airline number no member has linked (yet)."""
+
+    number: str

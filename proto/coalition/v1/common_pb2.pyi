@@ -93,6 +93,11 @@ class _TransactionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tran
     """Cancelled before it took effect (a voided hold, a cancelled pending earn)."""
     TRANSACTION_STATE_EXPIRED: _TransactionState.ValueType  # 4
     """A hold that lapsed, or points that expired."""
+    TRANSACTION_STATE_PARKED: _TransactionState.ValueType  # 5
+    """A travel agency's earn for an airline number no member has linked yet. Nothing is lost:
+    the points are credited (as a new EARN) to the member who links the number within the
+    claim window. The name is then "parkedEarns/{id}" and balance is empty.
+    """
 
 class TransactionState(_TransactionState, metaclass=_TransactionStateEnumTypeWrapper):
     """Where a transaction is in its lifecycle."""
@@ -106,6 +111,11 @@ TRANSACTION_STATE_VOIDED: TransactionState.ValueType  # 3
 """Cancelled before it took effect (a voided hold, a cancelled pending earn)."""
 TRANSACTION_STATE_EXPIRED: TransactionState.ValueType  # 4
 """A hold that lapsed, or points that expired."""
+TRANSACTION_STATE_PARKED: TransactionState.ValueType  # 5
+"""A travel agency's earn for an airline number no member has linked yet. Nothing is lost:
+the points are credited (as a new EARN) to the member who links the number within the
+claim window. The name is then "parkedEarns/{id}" and balance is empty.
+"""
 Global___TransactionState: _TypeAlias = TransactionState  # noqa: Y015
 
 @_typing.final
@@ -399,7 +409,7 @@ class PointsTransaction(_message.Message):
     CHANNEL_PARTNER_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """"members/{member}/transactions/{transaction}"."""
+    """"members/{member}/transactions/{transaction}"; "parkedEarns/{id}" for a PARKED earn."""
     type: Global___TransactionType.ValueType
     state: Global___TransactionState.ValueType
     points: _builtins.int

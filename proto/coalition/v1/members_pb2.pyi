@@ -307,6 +307,7 @@ class LinkedAccount(_message.Message):
     PARTNER_ACCOUNT_FIELD_NUMBER: _builtins.int
     PROGRAM_NUMBER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UNLINK_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"members/{member}/linkedAccounts/{link}". Output only."""
     @_builtins.property
@@ -317,6 +318,10 @@ class LinkedAccount(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def unlink_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was unlinked; unset while linked. Output only."""
+
     def __init__(
         self,
         *,
@@ -324,16 +329,75 @@ class LinkedAccount(_message.Message):
         partner_account: _common_pb2.PartnerAccount | None = ...,
         program_number: _common_pb2.ProgramNumber | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        unlink_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "create_time", b"create_time", "partner_account", b"partner_account", "program_number", b"program_number"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "create_time", b"create_time", "partner_account", b"partner_account", "program_number", b"program_number", "unlink_time", b"unlink_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "create_time", b"create_time", "name", b"name", "partner_account", b"partner_account", "program_number", b"program_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "create_time", b"create_time", "name", b"name", "partner_account", b"partner_account", "program_number", b"program_number", "unlink_time", b"unlink_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_account: _TypeAlias = _typing.Literal["partner_account", "program_number"]  # noqa: Y015
     _WhichOneofArgType_account: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_account) -> _WhichOneofReturnType_account | None: ...
 
 Global___LinkedAccount: _TypeAlias = LinkedAccount  # noqa: Y015
+
+@_typing.final
+class RequestLinkCodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    LINKED_ACCOUNT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key: a replay sends no second code."""
+    @_builtins.property
+    def member(self) -> _common_pb2.MemberRef:
+        """The member, by loyalty number (the operator may use any identifier)."""
+
+    @_builtins.property
+    def linked_account(self) -> Global___LinkedAccount:
+        """The account to be linked; the code is good for this account only."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        member: _common_pb2.MemberRef | None = ...,
+        linked_account: Global___LinkedAccount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["linked_account", b"linked_account", "member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["linked_account", b"linked_account", "member", b"member", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestLinkCodeRequest: _TypeAlias = RequestLinkCodeRequest  # noqa: Y015
+
+@_typing.final
+class RequestLinkCodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    destination: _builtins.str
+    """Where it was sent, masked ("a***@example.com")."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the code stops working."""
+
+    def __init__(
+        self,
+        *,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        destination: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "expire_time", b"expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestLinkCodeResponse: _TypeAlias = RequestLinkCodeResponse  # noqa: Y015
 
 @_typing.final
 class LinkAccountRequest(_message.Message):
@@ -345,11 +409,15 @@ class LinkAccountRequest(_message.Message):
     VERIFICATION_CODE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     verification_code: _builtins.str
-    """One-time code the member received, when a partner (not the operator) links."""
+    """The one-time code from RequestLinkCode; required unless the operator links."""
     @_builtins.property
-    def member(self) -> _common_pb2.MemberRef: ...
+    def member(self) -> _common_pb2.MemberRef:
+        """The member; partners must name them by loyalty_number."""
+
     @_builtins.property
-    def linked_account(self) -> Global___LinkedAccount: ...
+    def linked_account(self) -> Global___LinkedAccount:
+        """The account: partner_account (partner empty = the caller) or program_number."""
+
     def __init__(
         self,
         *,
@@ -431,9 +499,12 @@ class ListLinkedAccountsRequest(_message.Message):
     MEMBER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SHOW_UNLINKED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most 100; 0 means 50."""
     page_token: _builtins.str
+    show_unlinked: _builtins.bool
+    """Also list links that were removed (with their unlink_time)."""
     @_builtins.property
     def member(self) -> _common_pb2.MemberRef: ...
     def __init__(
@@ -442,10 +513,11 @@ class ListLinkedAccountsRequest(_message.Message):
         member: _common_pb2.MemberRef | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        show_unlinked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "page_size", b"page_size", "page_token", b"page_token", "show_unlinked", b"show_unlinked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,6 +59,11 @@ class MemberServiceStub:
                 request_serializer=coalition_dot_v1_dot_members__pb2.LookupMemberRequest.SerializeToString,
                 response_deserializer=coalition_dot_v1_dot_members__pb2.LookupMemberResponse.FromString,
                 _registered_method=True)
+        self.RequestLinkCode = channel.unary_unary(
+                '/coalition.v1.MemberService/RequestLinkCode',
+                request_serializer=coalition_dot_v1_dot_members__pb2.RequestLinkCodeRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_members__pb2.RequestLinkCodeResponse.FromString,
+                _registered_method=True)
         self.LinkAccount = channel.unary_unary(
                 '/coalition.v1.MemberService/LinkAccount',
                 request_serializer=coalition_dot_v1_dot_members__pb2.LinkAccountRequest.SerializeToString,
@@ -128,23 +133,45 @@ class MemberServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestLinkCode(self, request, context):
+        """Sends the member a one-time code proving they agree to a link: by email, to the address
+        on their record. Partners call it with the member's loyalty number, then LinkAccount with
+        the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
+        member, this caller and this account only. Errors: INVALID_ARGUMENT
+        (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
+        (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+        (NOT_YOUR_ACCOUNT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def LinkAccount(self, request, context):
-        """Links a partner account id or an airline program number to a member.
-        Errors: ALREADY_EXISTS (ACCOUNT_ALREADY_LINKED), INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER).
+        """Links a partner account id or an airline program number to a member. A partner links only
+        its own accounts (an airline: numbers of its own program), naming the member by loyalty
+        number and passing the code from RequestLinkCode; the operator links any account without
+        a code. Linking a program number credits the points travel agencies parked for it within
+        the claim window. Replays with the same request_id return the first answer.
+        Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
+        MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+        (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
+        VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnlinkAccount(self, request, context):
-        """Removes a link; the history that used it is kept. Errors: NOT_FOUND (LINK_NOT_FOUND).
+        """Removes a link; the history that used it is kept, and the account may then be linked
+        again (to this member or another). A partner unlinks only its own accounts.
+        Errors: NOT_FOUND (LINK_NOT_FOUND), FAILED_PRECONDITION (ALREADY_UNLINKED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListLinkedAccounts(self, request, context):
-        """Lists a member's linked accounts.
+        """Lists a member's linked accounts, oldest first. A partner sees only its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,6 +215,11 @@ def add_MemberServiceServicer_to_server(servicer, server):
                     servicer.LookupMember,
                     request_deserializer=coalition_dot_v1_dot_members__pb2.LookupMemberRequest.FromString,
                     response_serializer=coalition_dot_v1_dot_members__pb2.LookupMemberResponse.SerializeToString,
+            ),
+            'RequestLinkCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestLinkCode,
+                    request_deserializer=coalition_dot_v1_dot_members__pb2.RequestLinkCodeRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_members__pb2.RequestLinkCodeResponse.SerializeToString,
             ),
             'LinkAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.LinkAccount,
@@ -328,6 +360,33 @@ class MemberService:
             '/coalition.v1.MemberService/LookupMember',
             coalition_dot_v1_dot_members__pb2.LookupMemberRequest.SerializeToString,
             coalition_dot_v1_dot_members__pb2.LookupMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestLinkCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.MemberService/RequestLinkCode',
+            coalition_dot_v1_dot_members__pb2.RequestLinkCodeRequest.SerializeToString,
+            coalition_dot_v1_dot_members__pb2.RequestLinkCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

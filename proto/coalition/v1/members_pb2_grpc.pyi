@@ -55,14 +55,33 @@ class MemberServiceStub:
     linked program number. Errors: INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
     INVALID_PHONE_NUMBER, MISSING_MEMBER_REF), NOT_FOUND (MEMBER_NOT_FOUND).
     """
+    RequestLinkCode: _grpc.UnaryUnaryMultiCallable[_members_pb2.RequestLinkCodeRequest, _members_pb2.RequestLinkCodeResponse]
+    """Sends the member a one-time code proving they agree to a link: by email, to the address
+    on their record. Partners call it with the member's loyalty number, then LinkAccount with
+    the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
+    member, this caller and this account only. Errors: INVALID_ARGUMENT
+    (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
+    (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+    (NOT_YOUR_ACCOUNT).
+    """
     LinkAccount: _grpc.UnaryUnaryMultiCallable[_members_pb2.LinkAccountRequest, _members_pb2.LinkAccountResponse]
-    """Links a partner account id or an airline program number to a member.
-    Errors: ALREADY_EXISTS (ACCOUNT_ALREADY_LINKED), INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER).
+    """Links a partner account id or an airline program number to a member. A partner links only
+    its own accounts (an airline: numbers of its own program), naming the member by loyalty
+    number and passing the code from RequestLinkCode; the operator links any account without
+    a code. Linking a program number credits the points travel agencies parked for it within
+    the claim window. Replays with the same request_id return the first answer.
+    Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
+    MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+    (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
+    VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
     """
     UnlinkAccount: _grpc.UnaryUnaryMultiCallable[_members_pb2.UnlinkAccountRequest, _members_pb2.UnlinkAccountResponse]
-    """Removes a link; the history that used it is kept. Errors: NOT_FOUND (LINK_NOT_FOUND)."""
+    """Removes a link; the history that used it is kept, and the account may then be linked
+    again (to this member or another). A partner unlinks only its own accounts.
+    Errors: NOT_FOUND (LINK_NOT_FOUND), FAILED_PRECONDITION (ALREADY_UNLINKED).
+    """
     ListLinkedAccounts: _grpc.UnaryUnaryMultiCallable[_members_pb2.ListLinkedAccountsRequest, _members_pb2.ListLinkedAccountsResponse]
-    """Lists a member's linked accounts."""
+    """Lists a member's linked accounts, oldest first. A partner sees only its own."""
     GetBalance: _grpc.UnaryUnaryMultiCallable[_members_pb2.GetBalanceRequest, _members_pb2.GetBalanceResponse]
     """Returns the member's balance: available, pending, held, next expiry, tier and progress.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER, ...).
@@ -99,14 +118,33 @@ class MemberServiceAsyncStub(MemberServiceStub):
     linked program number. Errors: INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
     INVALID_PHONE_NUMBER, MISSING_MEMBER_REF), NOT_FOUND (MEMBER_NOT_FOUND).
     """
+    RequestLinkCode: _aio.UnaryUnaryMultiCallable[_members_pb2.RequestLinkCodeRequest, _members_pb2.RequestLinkCodeResponse]  # type: ignore[assignment]
+    """Sends the member a one-time code proving they agree to a link: by email, to the address
+    on their record. Partners call it with the member's loyalty number, then LinkAccount with
+    the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
+    member, this caller and this account only. Errors: INVALID_ARGUMENT
+    (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
+    (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+    (NOT_YOUR_ACCOUNT).
+    """
     LinkAccount: _aio.UnaryUnaryMultiCallable[_members_pb2.LinkAccountRequest, _members_pb2.LinkAccountResponse]  # type: ignore[assignment]
-    """Links a partner account id or an airline program number to a member.
-    Errors: ALREADY_EXISTS (ACCOUNT_ALREADY_LINKED), INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER).
+    """Links a partner account id or an airline program number to a member. A partner links only
+    its own accounts (an airline: numbers of its own program), naming the member by loyalty
+    number and passing the code from RequestLinkCode; the operator links any account without
+    a code. Linking a program number credits the points travel agencies parked for it within
+    the claim window. Replays with the same request_id return the first answer.
+    Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
+    MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+    (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
+    VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
     """
     UnlinkAccount: _aio.UnaryUnaryMultiCallable[_members_pb2.UnlinkAccountRequest, _members_pb2.UnlinkAccountResponse]  # type: ignore[assignment]
-    """Removes a link; the history that used it is kept. Errors: NOT_FOUND (LINK_NOT_FOUND)."""
+    """Removes a link; the history that used it is kept, and the account may then be linked
+    again (to this member or another). A partner unlinks only its own accounts.
+    Errors: NOT_FOUND (LINK_NOT_FOUND), FAILED_PRECONDITION (ALREADY_UNLINKED).
+    """
     ListLinkedAccounts: _aio.UnaryUnaryMultiCallable[_members_pb2.ListLinkedAccountsRequest, _members_pb2.ListLinkedAccountsResponse]  # type: ignore[assignment]
-    """Lists a member's linked accounts."""
+    """Lists a member's linked accounts, oldest first. A partner sees only its own."""
     GetBalance: _aio.UnaryUnaryMultiCallable[_members_pb2.GetBalanceRequest, _members_pb2.GetBalanceResponse]  # type: ignore[assignment]
     """Returns the member's balance: available, pending, held, next expiry, tier and progress.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER, ...).
@@ -166,13 +204,35 @@ class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def RequestLinkCode(
+        self,
+        request: _members_pb2.RequestLinkCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_members_pb2.RequestLinkCodeResponse, _abc.Awaitable[_members_pb2.RequestLinkCodeResponse]]:
+        """Sends the member a one-time code proving they agree to a link: by email, to the address
+        on their record. Partners call it with the member's loyalty number, then LinkAccount with
+        the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
+        member, this caller and this account only. Errors: INVALID_ARGUMENT
+        (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
+        (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+        (NOT_YOUR_ACCOUNT).
+        """
+
+    @_abc_1.abstractmethod
     def LinkAccount(
         self,
         request: _members_pb2.LinkAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_members_pb2.LinkAccountResponse, _abc.Awaitable[_members_pb2.LinkAccountResponse]]:
-        """Links a partner account id or an airline program number to a member.
-        Errors: ALREADY_EXISTS (ACCOUNT_ALREADY_LINKED), INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER).
+        """Links a partner account id or an airline program number to a member. A partner links only
+        its own accounts (an airline: numbers of its own program), naming the member by loyalty
+        number and passing the code from RequestLinkCode; the operator links any account without
+        a code. Linking a program number credits the points travel agencies parked for it within
+        the claim window. Replays with the same request_id return the first answer.
+        Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
+        MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+        (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
+        VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
         """
 
     @_abc_1.abstractmethod
@@ -181,7 +241,10 @@ class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _members_pb2.UnlinkAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_members_pb2.UnlinkAccountResponse, _abc.Awaitable[_members_pb2.UnlinkAccountResponse]]:
-        """Removes a link; the history that used it is kept. Errors: NOT_FOUND (LINK_NOT_FOUND)."""
+        """Removes a link; the history that used it is kept, and the account may then be linked
+        again (to this member or another). A partner unlinks only its own accounts.
+        Errors: NOT_FOUND (LINK_NOT_FOUND), FAILED_PRECONDITION (ALREADY_UNLINKED).
+        """
 
     @_abc_1.abstractmethod
     def ListLinkedAccounts(
@@ -189,7 +252,7 @@ class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _members_pb2.ListLinkedAccountsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_members_pb2.ListLinkedAccountsResponse, _abc.Awaitable[_members_pb2.ListLinkedAccountsResponse]]:
-        """Lists a member's linked accounts."""
+        """Lists a member's linked accounts, oldest first. A partner sees only its own."""
 
     @_abc_1.abstractmethod
     def GetBalance(

@@ -52,6 +52,58 @@ PARTNER_TYPE_CHARITY: PartnerType.ValueType  # 6
 """Receives donated points; reads only its own donations."""
 Global___PartnerType: _TypeAlias = PartnerType  # noqa: Y015
 
+class _NumberCharset:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NumberCharsetEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NumberCharset.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NUMBER_CHARSET_UNSPECIFIED: _NumberCharset.ValueType  # 0
+    """Same as ALPHANUMERIC."""
+    NUMBER_CHARSET_DIGITS: _NumberCharset.ValueType  # 1
+    """0-9 only."""
+    NUMBER_CHARSET_ALPHANUMERIC: _NumberCharset.ValueType  # 2
+    """A-Z and 0-9."""
+
+class NumberCharset(_NumberCharset, metaclass=_NumberCharsetEnumTypeWrapper):
+    """Characters of a program number."""
+
+NUMBER_CHARSET_UNSPECIFIED: NumberCharset.ValueType  # 0
+"""Same as ALPHANUMERIC."""
+NUMBER_CHARSET_DIGITS: NumberCharset.ValueType  # 1
+"""0-9 only."""
+NUMBER_CHARSET_ALPHANUMERIC: NumberCharset.ValueType  # 2
+"""A-Z and 0-9."""
+Global___NumberCharset: _TypeAlias = NumberCharset  # noqa: Y015
+
+class _CheckDigitScheme:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckDigitSchemeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckDigitScheme.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_DIGIT_SCHEME_UNSPECIFIED: _CheckDigitScheme.ValueType  # 0
+    """Same as NONE."""
+    CHECK_DIGIT_SCHEME_NONE: _CheckDigitScheme.ValueType  # 1
+    """No check digit: the format is checked, nothing more."""
+    CHECK_DIGIT_SCHEME_LUHN: _CheckDigitScheme.ValueType  # 2
+    """Luhn (mod 10) over the whole number."""
+    CHECK_DIGIT_SCHEME_MOD7: _CheckDigitScheme.ValueType  # 3
+    """The last digit is the other digits, read as one number, modulo 7."""
+
+class CheckDigitScheme(_CheckDigitScheme, metaclass=_CheckDigitSchemeEnumTypeWrapper):
+    """How the last digit of a program number checks the others."""
+
+CHECK_DIGIT_SCHEME_UNSPECIFIED: CheckDigitScheme.ValueType  # 0
+"""Same as NONE."""
+CHECK_DIGIT_SCHEME_NONE: CheckDigitScheme.ValueType  # 1
+"""No check digit: the format is checked, nothing more."""
+CHECK_DIGIT_SCHEME_LUHN: CheckDigitScheme.ValueType  # 2
+"""Luhn (mod 10) over the whole number."""
+CHECK_DIGIT_SCHEME_MOD7: CheckDigitScheme.ValueType  # 3
+"""The last digit is the other digits, read as one number, modulo 7."""
+Global___CheckDigitScheme: _TypeAlias = CheckDigitScheme  # noqa: Y015
+
 class _EarnRounding:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -131,6 +183,7 @@ class Partner(_message.Message):
     EARN_ROUNDING_FIELD_NUMBER: _builtins.int
     MINIMUM_SPEND_MINOR_FIELD_NUMBER: _builtins.int
     TRANSACTION_CAP_POINTS_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"partners/{partner}". Output only; the id is chosen by the operator at creation."""
     display_name: _builtins.str
@@ -171,6 +224,13 @@ class Partner(_message.Message):
     def category_rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryRate]:
         """Categories with their own earn rate, replacing base_earn_rate for purchases in them."""
 
+    @_builtins.property
+    def program(self) -> Global___LoyaltyProgram:
+        """Airlines only: the loyalty program members link their numbers of, and that points may be
+        converted into. An airline created without one gets the default (numbers of 6 to 20
+        letters and digits, unit MILES, no conversions).
+        """
+
     def __init__(
         self,
         *,
@@ -189,14 +249,93 @@ class Partner(_message.Message):
         earn_rounding: Global___EarnRounding.ValueType = ...,
         minimum_spend_minor: _builtins.int = ...,
         transaction_cap_points: _builtins.int = ...,
+        program: Global___LoyaltyProgram | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "program", b"program", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_airlines", b"authorized_airlines", "base_earn_rate", b"base_earn_rate", "category_rates", b"category_rates", "create_time", b"create_time", "display_name", b"display_name", "earn_currency_code", b"earn_currency_code", "earn_rounding", b"earn_rounding", "minimum_spend_minor", b"minimum_spend_minor", "name", b"name", "settlement_currency_code", b"settlement_currency_code", "time_zone", b"time_zone", "transaction_cap_points", b"transaction_cap_points", "type", b"type", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_airlines", b"authorized_airlines", "base_earn_rate", b"base_earn_rate", "category_rates", b"category_rates", "create_time", b"create_time", "display_name", b"display_name", "earn_currency_code", b"earn_currency_code", "earn_rounding", b"earn_rounding", "minimum_spend_minor", b"minimum_spend_minor", "name", b"name", "program", b"program", "settlement_currency_code", b"settlement_currency_code", "time_zone", b"time_zone", "transaction_cap_points", b"transaction_cap_points", "type", b"type", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Partner: _TypeAlias = Partner  # noqa: Y015
+
+@_typing.final
+class LoyaltyProgram(_message.Message):
+    """An airline's loyalty program."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_FIELD_NUMBER: _builtins.int
+    NUMBER_FORMAT_FIELD_NUMBER: _builtins.int
+    CONVERSION_RATE_FIELD_NUMBER: _builtins.int
+    CONVERSION_MINIMUM_POINTS_FIELD_NUMBER: _builtins.int
+    unit: _builtins.str
+    """The program's unit, 2 to 16 upper-case letters or digits ("MILES", "AVIOS")."""
+    conversion_rate: _builtins.str
+    """Program units per coalition point, a decimal string ("0.5": 1,000 points make 500 miles).
+    Empty or "0": the program takes no conversions.
+    """
+    conversion_minimum_points: _builtins.int
+    """The fewest points one conversion may convert. 0 = no minimum."""
+    @_builtins.property
+    def number_format(self) -> Global___ProgramNumberFormat:
+        """What a valid number of the program looks like."""
+
+    def __init__(
+        self,
+        *,
+        unit: _builtins.str = ...,
+        number_format: Global___ProgramNumberFormat | None = ...,
+        conversion_rate: _builtins.str = ...,
+        conversion_minimum_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["number_format", b"number_format"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_minimum_points", b"conversion_minimum_points", "conversion_rate", b"conversion_rate", "number_format", b"number_format", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoyaltyProgram: _TypeAlias = LoyaltyProgram  # noqa: Y015
+
+@_typing.final
+class ProgramNumberFormat(_message.Message):
+    """The format rules of a program's numbers. Numbers are compared without spaces or dashes,
+    upper-cased.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_LENGTH_FIELD_NUMBER: _builtins.int
+    MAX_LENGTH_FIELD_NUMBER: _builtins.int
+    CHARSET_FIELD_NUMBER: _builtins.int
+    CHECK_DIGIT_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    min_length: _builtins.int
+    """Fewest characters, 1 to 32 (the prefix and check digit included)."""
+    max_length: _builtins.int
+    """Most characters, min_length to 32."""
+    charset: Global___NumberCharset.ValueType
+    """Which characters a number may have."""
+    check_digit: Global___CheckDigitScheme.ValueType
+    """The check-digit scheme, where the airline has one."""
+    prefix: _builtins.str
+    """Every number starts with this ("UA"); optional."""
+    def __init__(
+        self,
+        *,
+        min_length: _builtins.int = ...,
+        max_length: _builtins.int = ...,
+        charset: Global___NumberCharset.ValueType = ...,
+        check_digit: Global___CheckDigitScheme.ValueType = ...,
+        prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charset", b"charset", "check_digit", b"check_digit", "max_length", b"max_length", "min_length", b"min_length", "prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgramNumberFormat: _TypeAlias = ProgramNumberFormat  # noqa: Y015
 
 @_typing.final
 class CategoryRate(_message.Message):
@@ -377,7 +516,7 @@ class UpdatePartnerRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """display_name, base_earn_rate, earn_currency_code, settlement_currency_code, webhook_url,
         authorized_airlines, time_zone, category_rates, earn_rounding, minimum_spend_minor,
-        transaction_cap_points.
+        transaction_cap_points, program.
         """
 
     def __init__(

@@ -64,17 +64,24 @@ class PointsServiceStub:
     """Credits points to a member for a purchase or an action at the calling partner, and returns
     the transaction with its breakdown and the member's new balance. With a vest_time in the
     future the points are PENDING (visible, not spendable, cancellable by ReverseTransaction)
-    until then. A travel agency sets on_behalf_of to the airline whose program earns; a
-    well-formed airline program number not yet linked to any member is accepted as a PENDING
-    earn and credited once the number is linked, so no points are lost.
-    Who: any partner, for itself; a travel agency only on behalf of its authorized airlines.
+    until then.
+    Travel agencies set on_behalf_of to the airline the booking earns with, and usually name
+    the member by program_number. The airline is the issuing partner (its earn rules apply
+    and it pays for the points); the agency is recorded as channel_partner. A valid number no
+    member has linked yet is PARKED, not refused: the answer is a transaction in state PARKED
+    with the airline's base points for the booking (tier and campaign bonuses need a known
+    member), credited as a new EARN to the member who links the number within the claim
+    window (90 days unless the operator set another).
+    Who: any partner, for itself; a travel agency only on behalf of its authorized airlines
+    (PERMISSION_DENIED, AIRLINE_NOT_AUTHORIZED).
     The breakdown and the new balance (with the tier, which an earn may have just raised) come
     back in the transaction.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
     INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY,
     INVALID_ACTION, INVALID_POINTS, MISSING_BASIS, INVALID_VEST_TIME, INVALID_OCCUR_TIME),
     FAILED_PRECONDITION (NO_EXCHANGE_RATE, ACTION_NOT_REWARDED), PERMISSION_DENIED
-    (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    (PARTNER_NOT_AUTHORIZED, AIRLINE_NOT_AUTHORIZED, ON_BEHALF_OF_AGENCIES_ONLY),
+    ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     StreamEarnPoints: _grpc.StreamStreamMultiCallable[_points_pb2.StreamEarnPointsRequest, _points_pb2.StreamEarnPointsResponse]
     """Bulk EarnPoints over one bidirectional stream (a night's hotel folios, an agency's booking
@@ -125,20 +132,28 @@ class PointsServiceStub:
     reversals may follow each other up to the original amount. The reversal is a new REVERSAL
     transaction linked through related_transaction; the original is never changed. Clawing
     back points the member already spent may leave available_points negative.
-    Who: the partner that created the original transaction, or the operator.
+    An airline rejects a conversion into its program by reversing the CONVERSION in full:
+    the member gets the points back.
+    Who: the partner that created the original transaction (for an agency booking: the
+    airline or the agency), or the operator.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (TRANSACTION_NOT_REVERSIBLE
-    for authorizations, voids, expiries and reversals; REVERSAL_EXCEEDS_ORIGINAL),
+    for authorizations, voids, expiries and reversals; REVERSAL_EXCEEDS_ORIGINAL;
+    CONVERSION_REVERSED_IN_FULL_ONLY),
     INVALID_ARGUMENT (INVALID_POINTS), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     ConvertPoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.ConvertPointsRequest, _points_pb2.ConvertPointsResponse]
-    """Converts coalition points into a partner program's currency (e.g. airline miles) at the
-    program's conversion rate, crediting the member's program number linked to that program.
-    Returns the CONVERSION transaction (points negative) and the amount credited.
-    Who: the operator (member apps), or the program's own partner for its members.
-    Errors: NOT_FOUND (MEMBER_NOT_FOUND, PROGRAM_NOT_FOUND), FAILED_PRECONDITION
-    (INSUFFICIENT_POINTS, PROGRAM_NOT_LINKED when the member has no number in that program,
-    BELOW_MINIMUM_CONVERSION), INVALID_ARGUMENT (INVALID_POINTS), PERMISSION_DENIED
-    (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    """Converts coalition points into an airline program's units (miles) at the program's
+    conversion rate, for the member's number linked to that program. The points leave the
+    member at once (first in, first out, like a redemption); the miles are a separate asset
+    booked to the airline, which is told by a signed "PointsConverted" webhook and credits
+    the number in its own system. An airline that cannot credit them rejects the conversion
+    with ReverseTransaction, which gives the points back.
+    Who: the operator (member apps), or the airline for its own program.
+    Errors: NOT_FOUND (MEMBER_NOT_FOUND, PARTNER_NOT_FOUND), FAILED_PRECONDITION
+    (INSUFFICIENT_POINTS, NEGATIVE_BALANCE, PROGRAM_NOT_LINKED when the member has no number
+    in that program, CONVERSION_NOT_OFFERED, BELOW_CONVERSION_MINIMUM, CONVERSION_TOO_SMALL,
+    NOT_AN_AIRLINE), INVALID_ARGUMENT (INVALID_POINTS, INVALID_PARTNER_NAME),
+    PERMISSION_DENIED (NOT_YOUR_PROGRAM), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
 
 @_typing.type_check_only
@@ -177,17 +192,24 @@ class PointsServiceAsyncStub(PointsServiceStub):
     """Credits points to a member for a purchase or an action at the calling partner, and returns
     the transaction with its breakdown and the member's new balance. With a vest_time in the
     future the points are PENDING (visible, not spendable, cancellable by ReverseTransaction)
-    until then. A travel agency sets on_behalf_of to the airline whose program earns; a
-    well-formed airline program number not yet linked to any member is accepted as a PENDING
-    earn and credited once the number is linked, so no points are lost.
-    Who: any partner, for itself; a travel agency only on behalf of its authorized airlines.
+    until then.
+    Travel agencies set on_behalf_of to the airline the booking earns with, and usually name
+    the member by program_number. The airline is the issuing partner (its earn rules apply
+    and it pays for the points); the agency is recorded as channel_partner. A valid number no
+    member has linked yet is PARKED, not refused: the answer is a transaction in state PARKED
+    with the airline's base points for the booking (tier and campaign bonuses need a known
+    member), credited as a new EARN to the member who links the number within the claim
+    window (90 days unless the operator set another).
+    Who: any partner, for itself; a travel agency only on behalf of its authorized airlines
+    (PERMISSION_DENIED, AIRLINE_NOT_AUTHORIZED).
     The breakdown and the new balance (with the tier, which an earn may have just raised) come
     back in the transaction.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
     INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY,
     INVALID_ACTION, INVALID_POINTS, MISSING_BASIS, INVALID_VEST_TIME, INVALID_OCCUR_TIME),
     FAILED_PRECONDITION (NO_EXCHANGE_RATE, ACTION_NOT_REWARDED), PERMISSION_DENIED
-    (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    (PARTNER_NOT_AUTHORIZED, AIRLINE_NOT_AUTHORIZED, ON_BEHALF_OF_AGENCIES_ONLY),
+    ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     StreamEarnPoints: _aio.StreamStreamMultiCallable[_points_pb2.StreamEarnPointsRequest, _points_pb2.StreamEarnPointsResponse]  # type: ignore[assignment]
     """Bulk EarnPoints over one bidirectional stream (a night's hotel folios, an agency's booking
@@ -238,20 +260,28 @@ class PointsServiceAsyncStub(PointsServiceStub):
     reversals may follow each other up to the original amount. The reversal is a new REVERSAL
     transaction linked through related_transaction; the original is never changed. Clawing
     back points the member already spent may leave available_points negative.
-    Who: the partner that created the original transaction, or the operator.
+    An airline rejects a conversion into its program by reversing the CONVERSION in full:
+    the member gets the points back.
+    Who: the partner that created the original transaction (for an agency booking: the
+    airline or the agency), or the operator.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (TRANSACTION_NOT_REVERSIBLE
-    for authorizations, voids, expiries and reversals; REVERSAL_EXCEEDS_ORIGINAL),
+    for authorizations, voids, expiries and reversals; REVERSAL_EXCEEDS_ORIGINAL;
+    CONVERSION_REVERSED_IN_FULL_ONLY),
     INVALID_ARGUMENT (INVALID_POINTS), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     ConvertPoints: _aio.UnaryUnaryMultiCallable[_points_pb2.ConvertPointsRequest, _points_pb2.ConvertPointsResponse]  # type: ignore[assignment]
-    """Converts coalition points into a partner program's currency (e.g. airline miles) at the
-    program's conversion rate, crediting the member's program number linked to that program.
-    Returns the CONVERSION transaction (points negative) and the amount credited.
-    Who: the operator (member apps), or the program's own partner for its members.
-    Errors: NOT_FOUND (MEMBER_NOT_FOUND, PROGRAM_NOT_FOUND), FAILED_PRECONDITION
-    (INSUFFICIENT_POINTS, PROGRAM_NOT_LINKED when the member has no number in that program,
-    BELOW_MINIMUM_CONVERSION), INVALID_ARGUMENT (INVALID_POINTS), PERMISSION_DENIED
-    (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    """Converts coalition points into an airline program's units (miles) at the program's
+    conversion rate, for the member's number linked to that program. The points leave the
+    member at once (first in, first out, like a redemption); the miles are a separate asset
+    booked to the airline, which is told by a signed "PointsConverted" webhook and credits
+    the number in its own system. An airline that cannot credit them rejects the conversion
+    with ReverseTransaction, which gives the points back.
+    Who: the operator (member apps), or the airline for its own program.
+    Errors: NOT_FOUND (MEMBER_NOT_FOUND, PARTNER_NOT_FOUND), FAILED_PRECONDITION
+    (INSUFFICIENT_POINTS, NEGATIVE_BALANCE, PROGRAM_NOT_LINKED when the member has no number
+    in that program, CONVERSION_NOT_OFFERED, BELOW_CONVERSION_MINIMUM, CONVERSION_TOO_SMALL,
+    NOT_AN_AIRLINE), INVALID_ARGUMENT (INVALID_POINTS, INVALID_PARTNER_NAME),
+    PERMISSION_DENIED (NOT_YOUR_PROGRAM), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
 
 class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -299,17 +329,24 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Credits points to a member for a purchase or an action at the calling partner, and returns
         the transaction with its breakdown and the member's new balance. With a vest_time in the
         future the points are PENDING (visible, not spendable, cancellable by ReverseTransaction)
-        until then. A travel agency sets on_behalf_of to the airline whose program earns; a
-        well-formed airline program number not yet linked to any member is accepted as a PENDING
-        earn and credited once the number is linked, so no points are lost.
-        Who: any partner, for itself; a travel agency only on behalf of its authorized airlines.
+        until then.
+        Travel agencies set on_behalf_of to the airline the booking earns with, and usually name
+        the member by program_number. The airline is the issuing partner (its earn rules apply
+        and it pays for the points); the agency is recorded as channel_partner. A valid number no
+        member has linked yet is PARKED, not refused: the answer is a transaction in state PARKED
+        with the airline's base points for the booking (tier and campaign bonuses need a known
+        member), credited as a new EARN to the member who links the number within the claim
+        window (90 days unless the operator set another).
+        Who: any partner, for itself; a travel agency only on behalf of its authorized airlines
+        (PERMISSION_DENIED, AIRLINE_NOT_AUTHORIZED).
         The breakdown and the new balance (with the tier, which an earn may have just raised) come
         back in the transaction.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
         INVALID_PROGRAM_NUMBER, INVALID_AMOUNT, INVALID_CURRENCY_CODE, INVALID_CATEGORY,
         INVALID_ACTION, INVALID_POINTS, MISSING_BASIS, INVALID_VEST_TIME, INVALID_OCCUR_TIME),
         FAILED_PRECONDITION (NO_EXCHANGE_RATE, ACTION_NOT_REWARDED), PERMISSION_DENIED
-        (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+        (PARTNER_NOT_AUTHORIZED, AIRLINE_NOT_AUTHORIZED, ON_BEHALF_OF_AGENCIES_ONLY),
+        ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
 
     @_abc_1.abstractmethod
@@ -396,9 +433,13 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         reversals may follow each other up to the original amount. The reversal is a new REVERSAL
         transaction linked through related_transaction; the original is never changed. Clawing
         back points the member already spent may leave available_points negative.
-        Who: the partner that created the original transaction, or the operator.
+        An airline rejects a conversion into its program by reversing the CONVERSION in full:
+        the member gets the points back.
+        Who: the partner that created the original transaction (for an agency booking: the
+        airline or the agency), or the operator.
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (TRANSACTION_NOT_REVERSIBLE
-        for authorizations, voids, expiries and reversals; REVERSAL_EXCEEDS_ORIGINAL),
+        for authorizations, voids, expiries and reversals; REVERSAL_EXCEEDS_ORIGINAL;
+        CONVERSION_REVERSED_IN_FULL_ONLY),
         INVALID_ARGUMENT (INVALID_POINTS), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
 
@@ -408,14 +449,18 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _points_pb2.ConvertPointsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_points_pb2.ConvertPointsResponse, _abc.Awaitable[_points_pb2.ConvertPointsResponse]]:
-        """Converts coalition points into a partner program's currency (e.g. airline miles) at the
-        program's conversion rate, crediting the member's program number linked to that program.
-        Returns the CONVERSION transaction (points negative) and the amount credited.
-        Who: the operator (member apps), or the program's own partner for its members.
-        Errors: NOT_FOUND (MEMBER_NOT_FOUND, PROGRAM_NOT_FOUND), FAILED_PRECONDITION
-        (INSUFFICIENT_POINTS, PROGRAM_NOT_LINKED when the member has no number in that program,
-        BELOW_MINIMUM_CONVERSION), INVALID_ARGUMENT (INVALID_POINTS), PERMISSION_DENIED
-        (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+        """Converts coalition points into an airline program's units (miles) at the program's
+        conversion rate, for the member's number linked to that program. The points leave the
+        member at once (first in, first out, like a redemption); the miles are a separate asset
+        booked to the airline, which is told by a signed "PointsConverted" webhook and credits
+        the number in its own system. An airline that cannot credit them rejects the conversion
+        with ReverseTransaction, which gives the points back.
+        Who: the operator (member apps), or the airline for its own program.
+        Errors: NOT_FOUND (MEMBER_NOT_FOUND, PARTNER_NOT_FOUND), FAILED_PRECONDITION
+        (INSUFFICIENT_POINTS, NEGATIVE_BALANCE, PROGRAM_NOT_LINKED when the member has no number
+        in that program, CONVERSION_NOT_OFFERED, BELOW_CONVERSION_MINIMUM, CONVERSION_TOO_SMALL,
+        NOT_AN_AIRLINE), INVALID_ARGUMENT (INVALID_POINTS, INVALID_PARTNER_NAME),
+        PERMISSION_DENIED (NOT_YOUR_PROGRAM), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
 
 def add_PointsServiceServicer_to_server(servicer: PointsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
