@@ -15,12 +15,14 @@ from typing import Any
 from sqlalchemy import select, update
 
 from gateway.adapters import repository as repo
+from gateway.domain import programs
 from gateway.domain.errors import FailedPrecondition
+from gateway.domain.links import LinkKind
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
 from gateway.domain.rewards import RewardDraft, RewardKind
 from gateway.domain.rules import Campaign
-from gateway.service import campaigns, earning, ledger, rates, rewards
+from gateway.service import campaigns, earning, ledger, links, rates, rewards
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -39,6 +41,20 @@ class DemoPartner:
     time_zone: str = "UTC"
     category_rates: tuple[tuple[str, Decimal], ...] = ()
     cap: int = 0
+    program: programs.Program | None = None
+
+
+AURORA_PROGRAM = programs.Program(
+    unit="MILES",
+    number_format=programs.parse_format("10 digits luhn"),
+    conversion_rate=Decimal("0.5"),
+    conversion_minimum_points=1000,
+)
+
+
+def aurora_number(index: int) -> str:
+    """Demo members' Aurora Airways numbers: valid Luhn, 10 digits."""
+    return programs.with_check_digit(programs.CheckDigit.LUHN, f"40{index:07d}")
 
 
 PARTNERS = (
@@ -54,7 +70,9 @@ PARTNERS = (
     DemoPartner(
         "swiftride", PartnerType.RIDE_SHARE, "SwiftRide", "2", time_zone="America/Los_Angeles"
     ),
-    DemoPartner("aurora-airways", PartnerType.AIRLINE, "Aurora Airways", "5"),
+    DemoPartner(
+        "aurora-airways", PartnerType.AIRLINE, "Aurora Airways", "5", program=AURORA_PROGRAM
+    ),
     DemoPartner(
         "wanderlust-travel",
         PartnerType.TRAVEL_AGENCY,
@@ -130,6 +148,7 @@ async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
                     time_zone=p.time_zone,
                     category_rates=p.category_rates,
                     transaction_cap_points=p.cap,
+                    program=p.program,
                 )
                 await partner_service.create(conn, ctx, p.id, p.type, settings)
             _, secret = await partner_service.create_api_key(conn, ctx, p.id, DEMO_KEY_LABEL)
@@ -277,6 +296,32 @@ async def _seed_activity(ctx: AppContext, conn: Any, member_id: str, index: int)
     )
     if index % 3 == 0:
         await ledger.redeem(conn, ctx, market.id, member_id, 500, f"REDEEM-{index}")
+    if index < 2:  # Aurora flyers: a linked number, a booking through the agency
+        airline = await partner_service.get(conn, "aurora-airways")
+        agency = await partner_service.get(conn, "wanderlust-travel")
+        number = aurora_number(index)
+        await links.link(conn, ctx, member_id, airline.id, LinkKind.PROGRAM, number)
+        await earning.earn(
+            conn,
+            ctx,
+            airline,
+            member_id,
+            earning.Purchase(389_00, "USD"),
+            f"PNR-AUR{index}",
+            channel=agency,
+        )
+        # A booking for the next flyer's number, who has not linked it: parked until they do.
+        key = links.external_key(ctx, airline.id, LinkKind.PROGRAM, aurora_number(index + 10))
+        await links.lock_external(conn, key)
+        await earning.park(
+            conn,
+            ctx,
+            agency,
+            airline,
+            aurora_number(index + 10),
+            earning.Purchase(215_00, "USD"),
+            f"PNR-AUR{index + 10}",
+        )
     if index % 4 == 1:
         await earning.earn(
             conn,

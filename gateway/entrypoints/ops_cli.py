@@ -5,6 +5,7 @@ coalition members dormant [--months N] [--csv FILE]
 coalition outbox list [--state DEAD] [--limit N]
 coalition outbox retry (--all | ID...)
 coalition partners webhook-secret PARTNER [--rotate]
+coalition partners parked [--airline ID] [--overdue] [--csv FILE]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import select, update
 from gateway.adapters import repository as repo
 from gateway.domain.delivery import DeliveryState
 from gateway.domain.tiers import add_months
-from gateway.service import delivery, expiry, rewards
+from gateway.service import delivery, expiry, links, rewards
 from gateway.service.context import AppContext
 
 Command = Callable[[AppContext, argparse.Namespace], Awaitable[int]]
@@ -95,6 +96,68 @@ async def dormant(ctx: AppContext, args: argparse.Namespace) -> int:
             writer.writerow(row)
             rows += 1
     print(f"{rows} members hold points and redeemed nothing since {since.date()}", file=sys.stderr)
+    return 0
+
+
+PARKED_COLUMNS = [
+    "parked_earn",
+    "airline",
+    "agency",
+    "program_number",
+    "points",
+    "partner_reference",
+    "occur_time",
+    "create_time",
+    "claim_deadline",
+    "overdue",
+]
+PARKED_PAGE_ROWS = 500
+
+
+async def parked(ctx: AppContext, args: argparse.Namespace) -> int:
+    """Agency earns waiting for their airline number to be linked; --overdue: past the window,
+    so linking no longer credits them (the airline and the operator decide what happens)."""
+    now = ctx.clock.now()
+    rows = points = 0
+    with contextlib.ExitStack() as files:
+        out: TextIO = sys.stdout
+        if args.csv not in ("", "-"):
+            out = files.enter_context(Path(args.csv).open("w", newline=""))  # noqa: ASYNC230
+        writer = csv.writer(out)
+        writer.writerow(PARKED_COLUMNS)
+        after = ""
+        while True:
+            async with ctx.database.connect() as conn:
+                page = await links.parked_page(
+                    conn,
+                    ctx,
+                    airline_id=args.airline,
+                    overdue_only=args.overdue,
+                    size=PARKED_PAGE_ROWS,
+                    after_id=after,
+                )
+            for earn in page:
+                writer.writerow(
+                    [
+                        earn.name,
+                        f"partners/{earn.airline_id}",
+                        f"partners/{earn.agency_id}",
+                        earn.number,
+                        earn.points,
+                        earn.partner_reference,
+                        earn.occur_time.isoformat() if earn.occur_time else "",
+                        earn.create_time.isoformat(),
+                        earn.claim_deadline.isoformat(),
+                        "yes" if earn.claim_deadline < now else "no",
+                    ]
+                )
+                points += earn.points
+            rows += len(page)
+            if len(page) < PARKED_PAGE_ROWS:
+                break
+            after = page[-1].id
+    kind = "overdue parked earns" if args.overdue else "parked earns"
+    print(f"{rows} {kind}, {points:,} points", file=sys.stderr)
     return 0
 
 
@@ -183,3 +246,13 @@ def add_commands(
     secret.add_argument("partner", help="partner id")
     secret.add_argument("--rotate", action="store_true", help="replace it with a new one")
     secret.set_defaults(run=runner(webhook_secret))
+
+    report = with_db(
+        groups["partners"].add_parser(
+            "parked", help="CSV of agency earns waiting for their airline number to be linked"
+        )
+    )
+    report.add_argument("--airline", help="one airline's (partner id)")
+    report.add_argument("--overdue", action="store_true", help="only those past the claim window")
+    report.add_argument("--csv", default="-", help="file to write (default: standard output)")
+    report.set_defaults(run=runner(parked))

@@ -3,6 +3,9 @@ parked points credited on linking, account links with one-time codes, and conver
 
 from __future__ import annotations
 
+import argparse
+import csv
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -23,6 +26,7 @@ from coalition.v1 import (
 )
 from gateway.adapters.models import OutboxEventRow, table_of
 from gateway.domain import programs
+from gateway.entrypoints import ops_cli
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -213,14 +217,25 @@ async def test_an_unknown_valid_number_is_parked_then_credited_when_the_member_l
     assert second.state == PARKED
 
 
-async def test_parked_points_past_the_claim_window_are_not_credited(world: World) -> None:
+async def test_parked_points_past_the_claim_window_are_not_credited_but_reported(
+    world: World, capsys: Any
+) -> None:
     number = skyways_number("11112222")
-    await world.book(by_number(number))
+    await world.book(by_number(number), partner_reference="PNR-LATE")
+    report = argparse.Namespace(airline="skyways", overdue=True, csv="-")
+    await ops_cli.parked(world.gw.ctx, report)
+    assert "0 overdue parked earns" in capsys.readouterr().err
     world.gw.ctx.clock.advance(timedelta(days=world.gw.ctx.parked_claim_days, seconds=1))
 
     await world.link_number(number)
 
     assert await world.available() == 0
+    await ops_cli.parked(world.gw.ctx, report)
+    out, err = capsys.readouterr()
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert (row["program_number"], row["points"], row["overdue"]) == (number, "2000", "yes")
+    assert (row["partner_reference"], row["agency"]) == ("PNR-LATE", "partners/wanderlust")
+    assert "1 overdue parked earns, 2,000 points" in err
 
 
 async def test_an_airline_the_agency_is_not_authorized_for_is_permission_denied(
