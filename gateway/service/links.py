@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -488,6 +489,44 @@ async def credit_parked(
     assert claimed.rowcount == 1, "the number's lock keeps claims apart"
     standing = await tiers.record_earn(conn, ctx, txn, row.qualifying_points, held)
     return txn, standing
+
+
+async def cancel_parked(
+    conn: AsyncConnection, ctx: AppContext, name: str, partner_id: str | None
+) -> dln.ParkedEarn:
+    """Cancel a parked earn whole (the booking was cancelled): by its airline, its agency or
+    the operator (partner_id None). A claimed one is reversed as the EARN it became."""
+    parts = name.split("/")
+    if len(parts) != 2 or parts[0] != "parkedEarns" or not parts[1]:
+        raise InvalidArgument.on_field(
+            "transaction", "INVALID_TRANSACTION_NAME", 'expected "parkedEarns/{id}"'
+        )
+    query = select(PARKED).where(PARKED.c.id == parts[1])
+    if partner_id is not None:
+        query = query.where(
+            (PARKED.c.airline_id == partner_id) | (PARKED.c.agency_id == partner_id)
+        )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound("TRANSACTION_NOT_FOUND", f"no transaction {name}", {"transaction": name})
+    await lock_external(conn, row.number_hash)  # a claim of this number finishes first
+    done = await conn.execute(
+        update(PARKED)
+        .where(PARKED.c.id == row.id, PARKED.c.state == dln.ParkedState.PARKED.value)
+        .values(state=dln.ParkedState.CANCELLED.value)
+    )
+    if done.rowcount != 1:
+        state = await conn.scalar(select(PARKED.c.state).where(PARKED.c.id == row.id))
+        claimed = await conn.scalar(
+            select(PARKED.c.claim_transaction_id).where(PARKED.c.id == row.id)
+        )
+        raise FailedPrecondition(
+            "PARKED_EARN_NOT_OPEN",
+            f"the parked earn is {str(state).lower()}"
+            + (f"; reverse its EARN transaction {claimed} instead" if claimed else ""),
+            {"transaction": name, "state": str(state)},
+        )
+    return replace(_parked(row, ctx), state=dln.ParkedState.CANCELLED)
 
 
 async def parked_page(

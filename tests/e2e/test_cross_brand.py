@@ -487,3 +487,42 @@ async def test_conversion_needs_a_linked_number_and_the_airline_or_operator(
 ) -> None:
     await expect_error(convert(world, 1000), FAILED, "PROGRAM_NOT_LINKED")
     await expect_error(convert(world, 1000, world.hotel), DENIED, "NOT_YOUR_PROGRAM")
+
+
+async def test_a_parked_booking_is_cancelled_whole_by_the_agency_and_then_never_credited(
+    world: World,
+) -> None:
+    number = skyways_number("22223333")
+    parked = await world.book(by_number(number))
+
+    def cancel(key: str, points: int = 0) -> Any:
+        return world.points.ReverseTransaction(
+            points_pb2.ReverseTransactionRequest(
+                request_id=rid(), transaction=parked.name, points=points
+            ),
+            metadata=world.auth(key),
+        )
+
+    await expect_error(cancel(world.agency, 10), INVALID, "INVALID_POINTS", "points")
+    await expect_error(cancel(world.hotel), NOT_FOUND, "TRANSACTION_NOT_FOUND")
+    cancelled = (await cancel(world.agency)).transaction
+    assert (cancelled.name, cancelled.state) == (parked.name, common_pb2.TRANSACTION_STATE_VOIDED)
+    await expect_error(cancel(world.airline), FAILED, "PARKED_EARN_NOT_OPEN")
+
+    await world.link_number(number)
+    assert await world.available() == 0
+
+
+async def test_a_claimed_parked_earn_points_to_the_earn_it_became(world: World) -> None:
+    number = skyways_number("33334444")
+    parked = await world.book(by_number(number))
+    await world.link_number(number)
+    info = await expect_error(
+        world.points.ReverseTransaction(
+            points_pb2.ReverseTransactionRequest(request_id=rid(), transaction=parked.name),
+            metadata=world.auth(world.agency),
+        ),
+        FAILED,
+        "PARKED_EARN_NOT_OPEN",
+    )
+    assert info.metadata["state"] == "CLAIMED"

@@ -397,7 +397,11 @@ def parked_to_proto(parked: dln.ParkedEarn) -> common_pb2.PointsTransaction:
     return common_pb2.PointsTransaction(
         name=parked.name,
         type=common_pb2.TRANSACTION_TYPE_EARN,
-        state=common_pb2.TRANSACTION_STATE_PARKED,
+        state=(
+            common_pb2.TRANSACTION_STATE_PARKED
+            if parked.state is dln.ParkedState.PARKED
+            else common_pb2.TRANSACTION_STATE_VOIDED
+        ),
         points=parked.points,
         breakdown=[component_to_proto(c) for c in parked.breakdown],
         partner=f"partners/{parked.airline_id}",

@@ -242,6 +242,13 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             caller = self.caller()
             # The operator may reverse any partner's transaction (a dispute, a correction).
             partner_id = None if caller.is_operator else (await self.acting_partner(conn)).id
+            if request.transaction.startswith("parkedEarns/"):
+                if request.points:
+                    raise errors.InvalidArgument.on_field(
+                        "points", "INVALID_POINTS", "a parked earn is cancelled whole: points = 0"
+                    )
+                parked = await links.cancel_parked(conn, self.ctx, request.transaction, partner_id)
+                return pb.ReverseTransactionResponse(transaction=parked_to_proto(parked))
             txn = await ledger.reverse(
                 conn, self.ctx, partner_id, request.transaction, request.points, request.reason
             )

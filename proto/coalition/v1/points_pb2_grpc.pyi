@@ -133,7 +133,9 @@ class PointsServiceStub:
     transaction linked through related_transaction; the original is never changed. Clawing
     back points the member already spent may leave available_points negative.
     An airline rejects a conversion into its program by reversing the CONVERSION in full:
-    the member gets the points back.
+    the member gets the points back. A PARKED agency earn ("parkedEarns/{id}") is cancelled
+    whole (points = 0) by its airline or agency and comes back VOIDED; once claimed, reverse
+    the EARN it became (PARKED_EARN_NOT_OPEN says which).
     Who: the partner that created the original transaction (for an agency booking: the
     airline or the agency), or the operator.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (TRANSACTION_NOT_REVERSIBLE
@@ -261,7 +263,9 @@ class PointsServiceAsyncStub(PointsServiceStub):
     transaction linked through related_transaction; the original is never changed. Clawing
     back points the member already spent may leave available_points negative.
     An airline rejects a conversion into its program by reversing the CONVERSION in full:
-    the member gets the points back.
+    the member gets the points back. A PARKED agency earn ("parkedEarns/{id}") is cancelled
+    whole (points = 0) by its airline or agency and comes back VOIDED; once claimed, reverse
+    the EARN it became (PARKED_EARN_NOT_OPEN says which).
     Who: the partner that created the original transaction (for an agency booking: the
     airline or the agency), or the operator.
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (TRANSACTION_NOT_REVERSIBLE
@@ -434,7 +438,9 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         transaction linked through related_transaction; the original is never changed. Clawing
         back points the member already spent may leave available_points negative.
         An airline rejects a conversion into its program by reversing the CONVERSION in full:
-        the member gets the points back.
+        the member gets the points back. A PARKED agency earn ("parkedEarns/{id}") is cancelled
+        whole (points = 0) by its airline or agency and comes back VOIDED; once claimed, reverse
+        the EARN it became (PARKED_EARN_NOT_OPEN says which).
         Who: the partner that created the original transaction (for an agency booking: the
         airline or the agency), or the operator.
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND), FAILED_PRECONDITION (TRANSACTION_NOT_REVERSIBLE
