@@ -130,7 +130,9 @@ def _partner(row: Any, airlines: tuple[str, ...]) -> Partner:
             earn_rounding=Rounding(row.earn_rounding),
             minimum_spend_minor=row.minimum_spend_minor,
             transaction_cap_points=row.transaction_cap_points,
-            program=program_from_json(row.program),
+            # Airlines created before programs existed run the default one.
+            program=program_from_json(row.program)
+            or (programs.Program() if row.type == PartnerType.AIRLINE.value else None),
         ),
         create_time=row.create_time,
         update_time=row.update_time,

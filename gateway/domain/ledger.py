@@ -161,6 +161,10 @@ def check_reference(reference: str, field: str = "partner_reference") -> str:
         raise InvalidArgument.on_field(
             field, "FIELD_TOO_LONG", f"at most {PARTNER_REFERENCE_CHARS_MAX} characters"
         )
+    if not reference.isprintable():
+        raise InvalidArgument.on_field(
+            field, "INVALID_CHARACTERS", "printable characters only (no control characters)"
+        )
     return reference
 
 

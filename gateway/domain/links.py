@@ -21,9 +21,12 @@ from gateway.domain.errors import FailedPrecondition
 LINK_CODE_DIGITS = 6
 LINK_CODE_TTL_S = 10 * 60
 LINK_CODE_ATTEMPTS_MAX = 5
-"""Wrong codes before a code is spent: 5 guesses in 10^6 is a 1-in-200,000 chance."""
+"""Tries of a code: 5 guesses in 10^6 is a 1-in-200,000 chance per code, and a member gets
+at most LINK_CODES_PER_HOUR_MAX codes an hour for one account."""
 LINK_CODES_PER_HOUR_MAX = 5
 """Codes one member may be sent per hour for one account: no mail bombing through us."""
+LINK_CODES_PER_MEMBER_HOUR_MAX = 10
+"""Codes one member may be sent per hour for all accounts together."""
 LINKS_PER_MEMBER_MAX = 50
 """Live links of one member; more is not a loyalty member, it is an integration bug."""
 PARKED_CLAIM_DAYS_DEFAULT = 90

@@ -193,7 +193,7 @@ def _voucher_refunded(payload: Mapping[str, object]) -> tuple[str, list[str]]:
 def _link_code(payload: Mapping[str, object]) -> tuple[str, list[str]]:
     code = _str(payload, "code")
     partner = _one_line(_str(payload, "partner_display_name"))
-    return f"Your code to link your {_str(payload, 'account_kind')}: {code}", [
+    return f"Your code to link your {_str(payload, 'account_kind')}", [
         f"{partner} asked to link your {_str(payload, 'account_kind')} to your membership.",
         "",
         f"Code: {code}",

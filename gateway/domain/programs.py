@@ -24,7 +24,7 @@ from stdnum import luhn
 
 from gateway.domain import rules
 from gateway.domain.errors import FailedPrecondition, InvalidArgument, require
-from gateway.domain.ledger import POINTS_PER_TRANSACTION_MAX
+from gateway.domain.ledger import POINTS, POINTS_PER_TRANSACTION_MAX
 
 PROGRAM_NUMBER_CHARS_MAX = 32
 UNIT_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{1,15}$")
@@ -205,10 +205,10 @@ def validate_format(fmt: NumberFormat, field_path: str) -> NumberFormat:
 def validate_program(program: Program, field_path: str = "partner.program") -> Program:
     unit = program.unit.strip().upper()
     require(
-        bool(UNIT_PATTERN.fullmatch(unit)),
+        bool(UNIT_PATTERN.fullmatch(unit)) and unit != POINTS,
         f"{field_path}.unit",
         "INVALID_UNIT",
-        'a unit name of 2 to 16 letters or digits, such as "MILES"',
+        f'a unit name of 2 to 16 letters or digits, such as "MILES" (not {POINTS})',
     )
     rate = program.conversion_rate
     require(

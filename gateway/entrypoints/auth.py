@@ -146,7 +146,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, method, self.authenticator)
 
 
-class _Malformed:
+class Malformed:
     """Stands in for a request whose bytes are not a valid message of the method's type."""
 
 
@@ -165,7 +165,7 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
         try:
             return deserialize(data)
         except Exception:
-            return _Malformed()
+            return Malformed()
 
     return parse
 
@@ -184,7 +184,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> A
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await admit(context)
-            if isinstance(request, _Malformed):
+            if isinstance(request, Malformed):
                 await context.abort_with_status(to_status(MALFORMED))
             return await inner(request, context)
 
@@ -194,15 +194,11 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> A
     if handler.stream_stream:
         inner_stream = handler.stream_stream
 
-        async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            async for request in requests:
-                if isinstance(request, _Malformed):
-                    await context.abort_with_status(to_status(MALFORMED))
-                yield request
-
         async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            # A malformed item reaches the handler as a Malformed marker: in a bulk stream it
+            # is that item's error, not the end of the stream.
             await admit(context)
-            result = inner_stream(checked(requests, context), context)
+            result = inner_stream(requests, context)
             if hasattr(result, "__aiter__"):
                 async for item in result:
                     yield item

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters.db import Database
@@ -25,6 +25,8 @@ from gateway.domain.credentials import REQUEST_ID_CHARS_MAX
 IDEMPOTENCY_ATTEMPTS_MAX = 5
 """Rounds of insert-or-read; more than two means a winner keeps rolling back."""
 
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+"""deadlock_detected, serialization_failure."""
 _KEYS = table_of(IdempotencyKeyRow)
 _ERROR_KINDS: dict[str, type[errors.CoalitionError]] = {
     cls.__name__: cls for cls in (errors.FailedPrecondition, errors.NotFound, errors.AlreadyExists)
@@ -105,6 +107,12 @@ async def run_once(
         try:
             return await _attempt(database, clock, key, work)
         except _Contended:
+            continue
+        except DBAPIError as exc:
+            # PostgreSQL chose this transaction as a deadlock victim (or could not serialize
+            # it): everything rolled back, so running it again is safe.
+            if getattr(exc.orig, "pgcode", None) not in RETRYABLE_SQLSTATES:
+                raise
             continue
     raise errors.FailedPrecondition(
         "REQUEST_IN_PROGRESS", "a request with this request_id is still in progress; retry"

@@ -567,17 +567,17 @@ async def reverse(
             {"transaction": name},
         )
     amount = points or left
-    if original.type is dl.TxnType.CONVERSION and amount != -original.points:
-        raise FailedPrecondition(
-            "CONVERSION_REVERSED_IN_FULL_ONLY",
-            "a conversion is rejected whole: reverse it with points = 0",
-            {"transaction": name},
-        )
     if amount == 0 or amount > left:
         raise FailedPrecondition(
             "REVERSAL_EXCEEDS_ORIGINAL",
             f"{amount} points requested, {left} left to reverse",
             {"reversible_points": str(left)},
+        )
+    if original.type is dl.TxnType.CONVERSION and amount != -original.points:
+        raise FailedPrecondition(
+            "CONVERSION_REVERSED_IN_FULL_ONLY",
+            "a conversion is rejected whole: reverse it with points = 0",
+            {"transaction": name},
         )
     return await _reverse_posted(conn, ctx, seq, original, amount, reason)
 
@@ -662,6 +662,7 @@ async def _reverse_posted(
         postings=postings,
         related_id=original.id,
         reference=reason or original.partner_reference,
+        channel_partner_id=original.channel_partner_id,  # the agency sees its refunds too
     )
     if original.type is dl.TxnType.EARN:
         await tiers.record_reversal(

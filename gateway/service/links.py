@@ -119,20 +119,22 @@ async def request_code(
             {"member": member.name},
         )
     now = ctx.clock.now()
-    recent = await conn.scalar(
-        select(func.count())
-        .select_from(CODES)
-        .where(
-            CODES.c.member_id == member.id,
-            CODES.c.account_key == account_key,
-            CODES.c.create_time > now - timedelta(hours=1),
-        )
+    hour = now - timedelta(hours=1)
+    recent = await conn.execute(
+        select(
+            func.count(),
+            func.count().filter(CODES.c.account_key == account_key),
+        ).where(CODES.c.member_id == member.id, CODES.c.create_time > hour)
     )
-    if (recent or 0) >= dln.LINK_CODES_PER_HOUR_MAX:
+    for_member, for_account = recent.one()
+    if (
+        for_account >= dln.LINK_CODES_PER_HOUR_MAX
+        or for_member >= dln.LINK_CODES_PER_MEMBER_HOUR_MAX
+    ):
         raise FailedPrecondition(
             "TOO_MANY_CODES",
-            f"at most {dln.LINK_CODES_PER_HOUR_MAX} codes an hour for one account; "
-            "use the last one sent",
+            f"at most {dln.LINK_CODES_PER_HOUR_MAX} codes an hour for one account and "
+            f"{dln.LINK_CODES_PER_MEMBER_HOUR_MAX} for one member; use the last one sent",
         )
     code_id, code = secrets.token_hex(CODE_ID_BYTES), dln.new_code()
     expires = now + timedelta(seconds=dln.LINK_CODE_TTL_S)
@@ -167,12 +169,14 @@ async def request_code(
 
 async def verify_code(
     conn: AsyncConnection, ctx: AppContext, scope: str, member_id: str, account_key: str, code: str
-) -> str:
-    """The id of the caller's code for this member and account that matches `code`.
+) -> str | FailedPrecondition:
+    """The id of the caller's code for this member and account that matches `code`, or why not.
 
-    Run in a transaction of its own, committed even when the code is wrong: a failed try
-    counts. A used code still matches (so a retried LinkAccount can be answered from the
-    first outcome); LinkAccount then spends it exactly once (use_code).
+    Returns the refusal rather than raising it: the caller commits first, so a wrong try
+    counts. Every try against the live code (the newest) takes one of its attempts with a
+    guarded UPDATE before the comparison, so concurrent guesses are counted too. A used code
+    still matches (a retried LinkAccount is answered from its first outcome); LinkAccount
+    spends a code exactly once (use_code).
     """
     if not code:
         raise InvalidArgument.on_field(
@@ -180,7 +184,7 @@ async def verify_code(
             "MISSING_VERIFICATION_CODE",
             "a partner links with the one-time code RequestLinkCode sent the member",
         )
-    now = ctx.clock.now()
+    now, code = ctx.clock.now(), code.strip()
     rows = (
         await conn.execute(
             select(CODES)
@@ -189,38 +193,34 @@ async def verify_code(
                 CODES.c.account_key == account_key,
                 CODES.c.scope == scope,
             )
-            .order_by(CODES.c.create_time.desc())
+            .order_by(CODES.c.create_time.desc(), CODES.c.id)
             .limit(dln.LINK_CODES_PER_HOUR_MAX)
         )
     ).all()
     for row in rows:
-        if hmac.compare_digest(row.code_hash, _code_hash(ctx, row.id, code.strip())):
-            if row.use_time is None and (
-                row.expire_time <= now or row.attempts >= dln.LINK_CODE_ATTEMPTS_MAX
-            ):
-                break
-            return str(row.id)
-    live = next(
-        (
-            r
-            for r in rows
-            if r.use_time is None
-            and r.expire_time > now
-            and r.attempts < dln.LINK_CODE_ATTEMPTS_MAX
-        ),
-        None,
-    )
+        if row.use_time is not None and hmac.compare_digest(
+            row.code_hash, _code_hash(ctx, row.id, code)
+        ):
+            return str(row.id)  # a replay: LinkAccount answers it or says it was used
+    live = rows[0] if rows and rows[0].use_time is None and rows[0].expire_time > now else None
     if live is None:
-        raise dln.code_refused(
+        return dln.code_refused(
             "VERIFICATION_CODE_EXPIRED", "no live code for this link: request a new one", 0
         )
-    await conn.execute(
-        update(CODES).where(CODES.c.id == live.id).values(attempts=CODES.c.attempts + 1)
+    tried = await conn.scalar(
+        update(CODES)
+        .where(CODES.c.id == live.id, CODES.c.attempts < dln.LINK_CODE_ATTEMPTS_MAX)
+        .values(attempts=CODES.c.attempts + 1)
+        .returning(CODES.c.attempts)
     )
-    left = dln.LINK_CODE_ATTEMPTS_MAX - live.attempts - 1
-    raise dln.code_refused(
-        "INVALID_VERIFICATION_CODE", f"wrong code; {max(left, 0)} tries left", left
-    )
+    if tried is None:
+        return dln.code_refused(
+            "VERIFICATION_CODE_EXPIRED", "too many wrong codes: request a new one", 0
+        )
+    if hmac.compare_digest(live.code_hash, _code_hash(ctx, live.id, code)):
+        return str(live.id)
+    left = dln.LINK_CODE_ATTEMPTS_MAX - tried
+    return dln.code_refused("INVALID_VERIFICATION_CODE", f"wrong code; {left} tries left", left)
 
 
 async def use_code(conn: AsyncConnection, ctx: AppContext, code_id: str) -> None:
@@ -255,6 +255,12 @@ async def link(
             "ACCOUNT_ALREADY_LINKED",
             "this account is linked to "
             + ("this member already" if owner == member_id else "another member"),
+            {"partner": f"partners/{partner_id}"},
+        )
+    if kind is dln.LinkKind.PROGRAM and await program_number_of(conn, ctx, member_id, partner_id):
+        raise AlreadyExists(
+            "PROGRAM_ALREADY_LINKED",
+            f"the member has a partners/{partner_id} number linked already; unlink it first",
             {"partner": f"partners/{partner_id}"},
         )
     live = await conn.scalar(
@@ -338,19 +344,32 @@ async def list_page(
     show_unlinked: bool,
 ) -> tuple[list[dln.LinkedAccount], str]:
     limit = paging.page_size(size)
-    position = paging.decode_token(token, ("id",))
+    position = paging.decode_token(token, ("t", "id"))
     query = select(LINKS).where(LINKS.c.member_id == member_id)
     if partner_id is not None:
         query = query.where(LINKS.c.partner_id == partner_id)
     if not show_unlinked:
         query = query.where(LINKS.c.unlink_time.is_(None))
     if position is not None:
-        if not isinstance(position["id"], str):
+        try:
+            after = datetime.fromisoformat(str(position["t"]))
+        except ValueError:
+            raise paging.invalid_token() from None
+        if not isinstance(position["id"], str) or after.tzinfo is None:
             raise paging.invalid_token()
-        query = query.where(LINKS.c.id > position["id"])
-    rows = (await conn.execute(query.order_by(LINKS.c.id).limit(limit + 1))).all()
+        query = query.where(
+            (LINKS.c.create_time > after)
+            | ((LINKS.c.create_time == after) & (LINKS.c.id > position["id"]))
+        )
+    rows = (
+        await conn.execute(query.order_by(LINKS.c.create_time, LINKS.c.id).limit(limit + 1))
+    ).all()
     page = rows[:limit]
-    next_token = paging.encode_token({"id": page[-1].id}) if len(rows) > limit else ""
+    next_token = (
+        paging.encode_token({"t": page[-1].create_time.isoformat(), "id": page[-1].id})
+        if len(rows) > limit
+        else ""
+    )
     return [_link(r, ctx) for r in page], next_token
 
 

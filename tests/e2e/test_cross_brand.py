@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from errors import expect_error  # tests/e2e/errors.py
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from coalition.v1 import (
     common_pb2,
@@ -24,7 +24,7 @@ from coalition.v1 import (
     points_pb2,
     points_pb2_grpc,
 )
-from gateway.adapters.models import OutboxEventRow, table_of
+from gateway.adapters.models import OutboxEventRow, PartnerRow, table_of
 from gateway.domain import programs
 from gateway.entrypoints import ops_cli
 
@@ -36,6 +36,7 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PARKED = common_pb2.TRANSACTION_STATE_PARKED
 POSTED = common_pb2.TRANSACTION_STATE_POSTED
 EVENTS = table_of(OutboxEventRow)
+PARTNERS = table_of(PartnerRow)
 
 # Skyways numbers: 9 digits, the last one the rest mod 7.
 SKYWAYS_FORMAT = partners_pb2.ProgramNumberFormat(
@@ -526,3 +527,61 @@ async def test_a_claimed_parked_earn_points_to_the_earn_it_became(world: World) 
         "PARKED_EARN_NOT_OPEN",
     )
     assert info.metadata["state"] == "CLAIMED"
+
+
+async def test_wrong_codes_are_counted_and_five_spend_the_code(world: World) -> None:
+    account = members_pb2.LinkedAccount(
+        partner_account=common_pb2.PartnerAccount(external_id="guest-7")
+    )
+    member_ref = common_pb2.MemberRef(loyalty_number=world.member.loyalty_number)
+    await world.members.RequestLinkCode(
+        members_pb2.RequestLinkCodeRequest(
+            request_id=rid(), member=member_ref, linked_account=account
+        ),
+        metadata=world.auth(world.hotel),
+    )
+    async with world.gw.ctx.database.connect() as conn:
+        payload = json.loads(
+            await conn.scalar(select(EVENTS.c.payload).where(EVENTS.c.type == "LinkCode"))
+        )
+    code = payload["code"]
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+
+    def link(verification_code: str) -> Any:
+        return world.members.LinkAccount(
+            members_pb2.LinkAccountRequest(
+                request_id=rid(),
+                member=member_ref,
+                linked_account=account,
+                verification_code=verification_code,
+            ),
+            metadata=world.auth(world.hotel),
+        )
+
+    left = []
+    for _ in range(5):
+        info = await expect_error(link(wrong), FAILED, "INVALID_VERIFICATION_CODE")
+        left.append(info.metadata["attempts_left"])
+    assert left == ["4", "3", "2", "1", "0"]
+    # Five wrong tries spent the code: even the right one no longer links.
+    await expect_error(link(code), FAILED, "VERIFICATION_CODE_EXPIRED")
+
+
+async def test_a_member_links_one_number_per_airline(world: World) -> None:
+    await world.link_number(skyways_number("10000000"))
+    await expect_error(
+        world.link_number(skyways_number("20000000")), EXISTS, "PROGRAM_ALREADY_LINKED"
+    )
+
+
+async def test_an_airline_from_before_programs_runs_the_default_program(world: World) -> None:
+    async with world.gw.ctx.database.begin() as conn:
+        await conn.execute(update(PARTNERS).where(PARTNERS.c.id == "skyways").values(program="{}"))
+    txn = await world.book(by_number("SKY12345"))  # default format: 6 to 20 letters and digits
+    assert txn.state == PARKED
+    await expect_error(
+        world.book(by_number("SKY-1")),
+        INVALID,
+        "INVALID_PROGRAM_NUMBER",
+        "member.program_number.number",
+    )

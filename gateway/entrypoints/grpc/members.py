@@ -186,7 +186,7 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
                 member, partner, kind, external = await self._linking(
                     conn, request.member, request.linked_account
                 )
-                code_id = await links.verify_code(
+                checked = await links.verify_code(
                     conn,
                     self.ctx,
                     caller.idempotency_scope,
@@ -194,6 +194,9 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
                     links.external_key(self.ctx, partner.id, kind, external),
                     request.verification_code,
                 )
+            if isinstance(checked, errors.CoalitionError):
+                raise checked  # after the commit: the try is counted
+            code_id = checked
 
         async def work(conn: AsyncConnection) -> pb.LinkAccountResponse:
             member, partner, kind, external = await self._linking(

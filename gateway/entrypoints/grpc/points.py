@@ -20,6 +20,7 @@ from gateway.domain import errors, programs
 from gateway.domain import ledger as dl
 from gateway.domain import links as dln
 from gateway.domain import partners as dp
+from gateway.entrypoints.auth import MALFORMED, Malformed
 from gateway.entrypoints.errors import item_error, rpc, to_status
 from gateway.entrypoints.grpc.base import Servicer
 from gateway.entrypoints.grpc.convert import (
@@ -37,6 +38,10 @@ STREAM_WINDOW = 256
 """StreamEarnPoints items read ahead of their answers: the server's memory per stream."""
 STREAM_BATCH_MAX = 100
 """Items committed per database transaction; fewer when no more have arrived yet."""
+
+ITEM_INTERNAL = common_pb2.ItemError(
+    code=13, reason="INTERNAL", message="the gateway failed on this item; it was not recorded"
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +64,12 @@ def _time(message: Message, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
     stamp = getattr(message, field)
-    return cast(datetime, stamp.ToDatetime(tzinfo=UTC))
+    try:
+        return cast(datetime, stamp.ToDatetime(tzinfo=UTC))
+    except (ValueError, OverflowError):
+        raise errors.InvalidArgument.on_field(
+            field, f"INVALID_{field.upper()}", "a timestamp between years 1 and 9999"
+        ) from None
 
 
 class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
@@ -264,9 +274,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         HTTP/2 flow control), and committed up to STREAM_BATCH_MAX per database transaction,
         each in a savepoint of its own: one item's failure is its own answer."""
         scope = self.caller().idempotency_scope
-        window: asyncio.Queue[tuple[int, pb.StreamEarnPointsRequest] | None] = asyncio.Queue(
-            STREAM_WINDOW
-        )
+        window: asyncio.Queue[tuple[int, Any] | None] = asyncio.Queue(STREAM_WINDOW)
 
         async def read() -> None:
             index = 0
@@ -300,16 +308,34 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             reader.cancel()
 
     async def _earn_batch(
-        self, scope: str, batch: list[tuple[int, pb.StreamEarnPointsRequest]]
+        self, scope: str, batch: list[tuple[int, Any]]
     ) -> list[pb.StreamEarnPointsResponse]:
-        """Answers for a batch, committed together; one by one if the batch as a whole fails
-        (a deadlock with another writer), so every item still gets exactly one outcome."""
-        try:
-            async with self.ctx.database.begin() as conn:
-                return [await self._earn_item(scope, index, item, conn) for index, item in batch]
-        except DBAPIError:
-            log.warning("a batch of %d earns failed as a whole; retrying one by one", len(batch))
-        return [await self._earn_item(scope, index, item, None) for index, item in batch]
+        """Answers for a batch, in order. Runs of plain items commit together; an agency item
+        naming a program number runs alone, since it locks the number before the member (the
+        order LinkAccount uses) and must not wait on a number while holding other members."""
+        answers: list[pb.StreamEarnPointsResponse] = []
+        run: list[tuple[int, Any]] = []
+        for index, item in batch:
+            if _locks_a_number(item):
+                answers += await self._earn_run(scope, run)
+                answers.append(await self._earn_item(scope, index, item, None))
+                run = []
+            else:
+                run.append((index, item))
+        return answers + await self._earn_run(scope, run)
+
+    async def _earn_run(
+        self, scope: str, run: list[tuple[int, Any]]
+    ) -> list[pb.StreamEarnPointsResponse]:
+        """Items committed together; one by one if the run fails as a whole (a deadlock with
+        another writer), so every item still gets exactly one outcome."""
+        if len(run) > 1:
+            try:
+                async with self.ctx.database.begin() as conn:
+                    return [await self._earn_item(scope, i, item, conn) for i, item in run]
+            except DBAPIError:
+                log.warning("a batch of %d earns failed as a whole; one by one now", len(run))
+        return [await self._earn_item(scope, i, item, None) for i, item in run]
 
     async def _earn_item(
         self,
@@ -318,6 +344,10 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         item: pb.StreamEarnPointsRequest,
         conn: AsyncConnection | None,
     ) -> pb.StreamEarnPointsResponse:
+        if isinstance(item, Malformed):
+            answer = pb.StreamEarnPointsResponse(index=index)
+            answer.error.CopyFrom(item_error(MALFORMED))
+            return answer
         request = item.request
         answer = pb.StreamEarnPointsResponse(index=index, request_id=request.request_id)
         try:
@@ -337,6 +367,14 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             answer.transaction.CopyFrom(pb.EarnPointsResponse.FromString(raw).transaction)
         except errors.CoalitionError as err:
             answer.error.CopyFrom(item_error(err))
+        except DBAPIError:
+            if conn is not None:
+                raise  # the run is retried one by one
+            log.exception("database error in StreamEarnPoints item %d", index)
+            answer.error.CopyFrom(ITEM_INTERNAL)
+        except Exception:
+            log.exception("unhandled error in StreamEarnPoints item %d", index)
+            answer.error.CopyFrom(ITEM_INTERNAL)
         return answer
 
     @rpc
@@ -371,6 +409,14 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             )
 
         return await self.once("ConvertPoints", request, pb.ConvertPointsResponse, work)
+
+
+def _locks_a_number(item: Any) -> bool:
+    return (
+        isinstance(item, pb.StreamEarnPointsRequest)
+        and bool(item.request.on_behalf_of)
+        and item.request.member.WhichOneof("kind") == "program_number"
+    )
 
 
 @dataclass(frozen=True)

@@ -137,9 +137,10 @@ class MemberServiceServicer:
         """Sends the member a one-time code proving they agree to a link: by email, to the address
         on their record. Partners call it with the member's loyalty number, then LinkAccount with
         the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
-        member, this caller and this account only. Errors: INVALID_ARGUMENT
-        (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
-        (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+        member, this caller and this account only; a member gets at most 5 codes an hour for one
+        account and 10 in all. Errors: INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
+        INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND (MEMBER_NOT_FOUND),
+        FAILED_PRECONDITION (NO_EMAIL_ON_RECORD, TOO_MANY_CODES), PERMISSION_DENIED
         (NOT_YOUR_ACCOUNT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -152,10 +153,12 @@ class MemberServiceServicer:
         number and passing the code from RequestLinkCode; the operator links any account without
         a code. Linking a program number credits the points travel agencies parked for it within
         the claim window. Replays with the same request_id return the first answer.
-        Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
-        MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
-        (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
-        VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
+        A member has at most one number per airline, and 50 links in all.
+        Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID, NOT_AN_AIRLINE,
+        MISSING_ACCOUNT, MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+        (ACCOUNT_ALREADY_LINKED, PROGRAM_ALREADY_LINKED), FAILED_PRECONDITION
+        (INVALID_VERIFICATION_CODE with metadata attempts_left, VERIFICATION_CODE_EXPIRED,
+        VERIFICATION_CODE_USED, TOO_MANY_LINKS), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

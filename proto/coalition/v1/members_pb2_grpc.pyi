@@ -59,9 +59,10 @@ class MemberServiceStub:
     """Sends the member a one-time code proving they agree to a link: by email, to the address
     on their record. Partners call it with the member's loyalty number, then LinkAccount with
     the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
-    member, this caller and this account only. Errors: INVALID_ARGUMENT
-    (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
-    (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+    member, this caller and this account only; a member gets at most 5 codes an hour for one
+    account and 10 in all. Errors: INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
+    INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND (MEMBER_NOT_FOUND),
+    FAILED_PRECONDITION (NO_EMAIL_ON_RECORD, TOO_MANY_CODES), PERMISSION_DENIED
     (NOT_YOUR_ACCOUNT).
     """
     LinkAccount: _grpc.UnaryUnaryMultiCallable[_members_pb2.LinkAccountRequest, _members_pb2.LinkAccountResponse]
@@ -70,10 +71,12 @@ class MemberServiceStub:
     number and passing the code from RequestLinkCode; the operator links any account without
     a code. Linking a program number credits the points travel agencies parked for it within
     the claim window. Replays with the same request_id return the first answer.
-    Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
-    MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
-    (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
-    VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
+    A member has at most one number per airline, and 50 links in all.
+    Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID, NOT_AN_AIRLINE,
+    MISSING_ACCOUNT, MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+    (ACCOUNT_ALREADY_LINKED, PROGRAM_ALREADY_LINKED), FAILED_PRECONDITION
+    (INVALID_VERIFICATION_CODE with metadata attempts_left, VERIFICATION_CODE_EXPIRED,
+    VERIFICATION_CODE_USED, TOO_MANY_LINKS), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
     """
     UnlinkAccount: _grpc.UnaryUnaryMultiCallable[_members_pb2.UnlinkAccountRequest, _members_pb2.UnlinkAccountResponse]
     """Removes a link; the history that used it is kept, and the account may then be linked
@@ -122,9 +125,10 @@ class MemberServiceAsyncStub(MemberServiceStub):
     """Sends the member a one-time code proving they agree to a link: by email, to the address
     on their record. Partners call it with the member's loyalty number, then LinkAccount with
     the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
-    member, this caller and this account only. Errors: INVALID_ARGUMENT
-    (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
-    (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+    member, this caller and this account only; a member gets at most 5 codes an hour for one
+    account and 10 in all. Errors: INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
+    INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND (MEMBER_NOT_FOUND),
+    FAILED_PRECONDITION (NO_EMAIL_ON_RECORD, TOO_MANY_CODES), PERMISSION_DENIED
     (NOT_YOUR_ACCOUNT).
     """
     LinkAccount: _aio.UnaryUnaryMultiCallable[_members_pb2.LinkAccountRequest, _members_pb2.LinkAccountResponse]  # type: ignore[assignment]
@@ -133,10 +137,12 @@ class MemberServiceAsyncStub(MemberServiceStub):
     number and passing the code from RequestLinkCode; the operator links any account without
     a code. Linking a program number credits the points travel agencies parked for it within
     the claim window. Replays with the same request_id return the first answer.
-    Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
-    MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
-    (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
-    VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
+    A member has at most one number per airline, and 50 links in all.
+    Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID, NOT_AN_AIRLINE,
+    MISSING_ACCOUNT, MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+    (ACCOUNT_ALREADY_LINKED, PROGRAM_ALREADY_LINKED), FAILED_PRECONDITION
+    (INVALID_VERIFICATION_CODE with metadata attempts_left, VERIFICATION_CODE_EXPIRED,
+    VERIFICATION_CODE_USED, TOO_MANY_LINKS), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
     """
     UnlinkAccount: _aio.UnaryUnaryMultiCallable[_members_pb2.UnlinkAccountRequest, _members_pb2.UnlinkAccountResponse]  # type: ignore[assignment]
     """Removes a link; the history that used it is kept, and the account may then be linked
@@ -212,9 +218,10 @@ class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
         """Sends the member a one-time code proving they agree to a link: by email, to the address
         on their record. Partners call it with the member's loyalty number, then LinkAccount with
         the code the member tells them. The code is valid for 10 minutes and 5 tries, for this
-        member, this caller and this account only. Errors: INVALID_ARGUMENT
-        (INVALID_LOYALTY_NUMBER, INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND
-        (MEMBER_NOT_FOUND), FAILED_PRECONDITION (NO_EMAIL_ON_RECORD), PERMISSION_DENIED
+        member, this caller and this account only; a member gets at most 5 codes an hour for one
+        account and 10 in all. Errors: INVALID_ARGUMENT (INVALID_LOYALTY_NUMBER,
+        INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID), NOT_FOUND (MEMBER_NOT_FOUND),
+        FAILED_PRECONDITION (NO_EMAIL_ON_RECORD, TOO_MANY_CODES), PERMISSION_DENIED
         (NOT_YOUR_ACCOUNT).
         """
 
@@ -229,10 +236,12 @@ class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
         number and passing the code from RequestLinkCode; the operator links any account without
         a code. Linking a program number credits the points travel agencies parked for it within
         the claim window. Replays with the same request_id return the first answer.
-        Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID,
-        MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
-        (ACCOUNT_ALREADY_LINKED), FAILED_PRECONDITION (INVALID_VERIFICATION_CODE,
-        VERIFICATION_CODE_EXPIRED), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
+        A member has at most one number per airline, and 50 links in all.
+        Errors: INVALID_ARGUMENT (INVALID_PROGRAM_NUMBER, INVALID_EXTERNAL_ID, NOT_AN_AIRLINE,
+        MISSING_ACCOUNT, MISSING_VERIFICATION_CODE, LOYALTY_NUMBER_REQUIRED), ALREADY_EXISTS
+        (ACCOUNT_ALREADY_LINKED, PROGRAM_ALREADY_LINKED), FAILED_PRECONDITION
+        (INVALID_VERIFICATION_CODE with metadata attempts_left, VERIFICATION_CODE_EXPIRED,
+        VERIFICATION_CODE_USED, TOO_MANY_LINKS), PERMISSION_DENIED (NOT_YOUR_ACCOUNT).
         """
 
     @_abc_1.abstractmethod
