@@ -23,6 +23,7 @@ A row that cannot be read is reported in the results with status INVALID and not
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,6 +38,8 @@ from coalition.v1 import common_pb2, points_pb2
 
 MEMBER_COLUMNS = ("member", "loyalty_number", "phone_number", "account_id", "program_number")
 RESULT_COLUMNS = ("line", "request_id", "status", "points", "transaction", "reason", "message")
+IN_FLIGHT_MAX = 1024
+"""Rows sent and not yet answered; a few server batches' worth keeps the stream busy."""
 FIELD_CHARS_MAX = 1024
 """A cell longer than this is not data from a partner system; the server would refuse it too."""
 
@@ -160,16 +163,18 @@ async def submit(
     """Stream the rows, write one result row per CSV row (csv.writer `results`).
 
     `stream` opens StreamEarnPoints with a request iterator and returns the response iterator.
-    In flight are only the rows the gRPC stream has taken and not yet answered: the server's
-    read-ahead window and HTTP/2 flow control bound them.
+    At most IN_FLIGHT_MAX rows are sent and not yet answered: HTTP/2 windows grow large
+    enough to swallow a whole file, so the bound is kept here, not left to the transport.
     """
     summary = Summary()
     in_flight: deque[Row] = deque()
+    room = asyncio.Semaphore(IN_FLIGHT_MAX)
     results.writerow(RESULT_COLUMNS)
 
     async def requests() -> AsyncIterator[points_pb2.StreamEarnPointsRequest]:
         for item in rows:
             if isinstance(item, Row):
+                await room.acquire()  # released by its answer
                 in_flight.append(item)
                 yield points_pb2.StreamEarnPointsRequest(request=item.request)
             else:
@@ -180,6 +185,7 @@ async def submit(
 
     async for response in stream(requests()):
         row = in_flight.popleft()
+        room.release()
         if response.WhichOneof("result") == "transaction":
             txn = response.transaction
             parked = txn.state == common_pb2.TRANSACTION_STATE_PARKED
