@@ -31,6 +31,12 @@ async def convert(
             "program", "NOT_AN_AIRLINE", f"{airline.name} runs no loyalty program"
         )
     units = programs.convert(program, airline.name, points)
+    if not airline.settings.webhook_url:
+        raise FailedPrecondition(
+            "CONVERSION_NOT_OFFERED",
+            f"{airline.name} has no webhook to be told of conversions; the operator sets one",
+            {"program": airline.name},
+        )
     number = await links.program_number_of(conn, ctx, member.id, airline.id)
     if number is None:
         raise FailedPrecondition(

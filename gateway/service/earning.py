@@ -242,5 +242,5 @@ async def park(
         breakdown=result.breakdown(),
         reference=reference,
         vest_time=vest,
-        occur_time=occur_time,
+        occur_time=at,  # the booking's time, also when credited much later
     )

@@ -535,15 +535,14 @@ async def cancel_parked(
         .values(state=dln.ParkedState.CANCELLED.value)
     )
     if done.rowcount != 1:
-        state = await conn.scalar(select(PARKED.c.state).where(PARKED.c.id == row.id))
-        claimed = await conn.scalar(
-            select(PARKED.c.claim_transaction_id).where(PARKED.c.id == row.id)
-        )
+        row = (await conn.execute(select(PARKED).where(PARKED.c.id == row.id))).one()
+        state, claimed = row.state, row.claim_transaction_id
+        earn = f"members/{row.member_id}/transactions/{claimed}" if claimed else ""
         raise FailedPrecondition(
             "PARKED_EARN_NOT_OPEN",
             f"the parked earn is {str(state).lower()}"
-            + (f"; reverse its EARN transaction {claimed} instead" if claimed else ""),
-            {"transaction": name, "state": str(state)},
+            + (f"; reverse the EARN it became, {earn}, instead" if earn else ""),
+            {"transaction": name, "state": str(state), "claim_transaction": earn},
         )
     return replace(_parked(row, ctx), state=dln.ParkedState.CANCELLED)
 

@@ -69,7 +69,7 @@ class Servicer:
             )
         if kind in ("partner_account", "program_number"):
             partner, link_kind, external = await self.external_account(
-                conn, getattr(ref, kind), f"{field}.{kind}"
+                conn, getattr(ref, kind), f"{field}.{kind}" if field else kind
             )
             member_id = await links.find_member_id(conn, self.ctx, partner.id, link_kind, external)
             if member_id is None:
