@@ -50,6 +50,10 @@ def check_request_id(request_id: str) -> None:
         raise errors.InvalidArgument.on_field(
             "request_id", "FIELD_TOO_LONG", f"at most {REQUEST_ID_CHARS_MAX} characters"
         )
+    if not request_id.isprintable():
+        raise errors.InvalidArgument.on_field(
+            "request_id", "INVALID_CHARACTERS", "printable characters only (no control characters)"
+        )
 
 
 def _encode_error(err: errors.CoalitionError) -> str:

@@ -248,6 +248,8 @@ async def link(
 ) -> tuple[dln.LinkedAccount, list[dl.Transaction]]:
     """Link the account; for a program number, credit what agencies parked for it in time."""
     key = external_key(ctx, partner_id, kind, external_id)
+    if kind is dln.LinkKind.PROGRAM:  # one number per airline: serialize the member's links
+        await lock_external(conn, ctx.vault.lookup_hash("member program", member_id, partner_id))
     await lock_external(conn, key)
     owner = await find_member_id(conn, ctx, partner_id, kind, external_id)
     if owner is not None:

@@ -282,8 +282,12 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
                 async for item in request_iterator:
                     await window.put((index, item))
                     index += 1
-            finally:
+            except asyncio.CancelledError:
+                raise  # the call is over: nobody waits for the end marker
+            except Exception:
                 await window.put(None)
+                raise
+            await window.put(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -351,7 +355,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         request = item.request
         answer = pb.StreamEarnPointsResponse(index=index, request_id=request.request_id)
         try:
-            check_string_sizes(item)
+            check_string_sizes(request)  # fields named as EarnPoints names them
             _basis(request)
 
             async def work(c: AsyncConnection) -> bytes:
