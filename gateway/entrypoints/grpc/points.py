@@ -21,7 +21,7 @@ from gateway.domain import ledger as dl
 from gateway.domain import links as dln
 from gateway.domain import partners as dp
 from gateway.entrypoints.auth import MALFORMED, Malformed
-from gateway.entrypoints.errors import item_error, rpc, to_status
+from gateway.entrypoints.errors import INTERNAL, item_error, rpc, to_status
 from gateway.entrypoints.grpc.base import Servicer
 from gateway.entrypoints.grpc.convert import (
     check_string_sizes,
@@ -308,6 +308,11 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             await reader  # a failed read (a malformed item) ends the stream with its status
         except errors.CoalitionError as err:
             await context.abort_with_status(to_status(err))
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            log.exception("unhandled error in StreamEarnPoints")
+            await context.abort_with_status(INTERNAL)  # no exception text for the client
         finally:
             reader.cancel()
 
