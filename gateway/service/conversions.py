@@ -8,6 +8,8 @@ reverses the CONVERSION (PointsService.ReverseTransaction) and the member gets t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.domain import ledger as dl
@@ -20,10 +22,18 @@ from gateway.service.context import AppContext
 POINTS_CONVERTED = "PointsConverted"
 
 
+@dataclass(frozen=True)
+class Conversion:
+    transaction: dl.Transaction
+    units: int
+    unit: str
+    program_number: str
+
+
 async def convert(
     conn: AsyncConnection, ctx: AppContext, airline_id: str, member: dm.Member, points: int
-) -> tuple[dl.Transaction, int, str]:
-    """(the CONVERSION, units credited, the member's program number)."""
+) -> Conversion:
+    """The CONVERSION, and what it credited to which of the member's numbers."""
     airline = await partners.get(conn, airline_id)
     program = airline.settings.program
     if program is None:
@@ -66,4 +76,4 @@ async def convert(
         },
         partner_ids=(airline.id,),
     )
-    return txn, units, number
+    return Conversion(txn, units, program.unit, number)

@@ -80,6 +80,20 @@ def check_basis(basis: Purchase | Action) -> Purchase | Action:
     )
 
 
+def _checked(
+    ctx: AppContext,
+    basis: Purchase | Action,
+    reference: str,
+    vest_time: datetime | None,
+    occur_time: datetime | None,
+) -> tuple[datetime, Purchase | Action]:
+    """The input rules of an earn (or a parked one): when it happened, and the checked basis."""
+    now = ctx.clock.now()
+    dl.check_reference(reference)
+    dl.check_vest_time(now, vest_time)
+    return dl.check_occur_time(now, occur_time), check_basis(basis)
+
+
 async def quote(
     conn: AsyncConnection,
     ctx: AppContext,
@@ -164,11 +178,7 @@ async def earn(
 
     channel: the travel agency submitting for `partner`, an airline (see airline_for).
     """
-    now = ctx.clock.now()
-    dl.check_reference(reference)
-    dl.check_vest_time(now, vest_time)
-    at = dl.check_occur_time(now, occur_time)
-    basis = check_basis(basis)
+    at, basis = _checked(ctx, basis, reference, vest_time, occur_time)
     held = await tiers.lock_standing(conn, ctx, member_id)
     held = await tiers.review_member(conn, ctx, member_id, held)
     result, offered = await quote(conn, ctx, partner, member_id, held.tier, basis, at, lock=True)
@@ -226,11 +236,8 @@ async def park(
     The caller holds the number's lock (links.lock_external), so a link cannot slip between
     the lookup that found no member and this.
     """
-    now = ctx.clock.now()
-    dl.check_reference(reference)
-    vest = dl.check_vest_time(now, vest_time)
-    at = dl.check_occur_time(now, occur_time)
-    result, _ = await quote(conn, ctx, airline, None, ctx.ladder.base, check_basis(basis), at)
+    at, basis = _checked(ctx, basis, reference, vest_time, occur_time)
+    result, _ = await quote(conn, ctx, airline, None, ctx.ladder.base, basis, at)
     return await links.park(
         conn,
         ctx,
@@ -241,6 +248,6 @@ async def park(
         qualifying_points=result.qualifying_points,
         breakdown=result.breakdown(),
         reference=reference,
-        vest_time=vest,
+        vest_time=dl.check_vest_time(ctx.clock.now(), vest_time),
         occur_time=at,  # the booking's time, also when credited much later
     )

@@ -81,6 +81,25 @@ async def _change(
     return dl.Balance(row.available, row.pending, row.held) if row else None
 
 
+async def _spend(
+    conn: AsyncConnection, ctx: AppContext, member_id: str, points: int, hold: bool = False
+) -> dl.Balance:
+    """Take points from the available balance (into held, for a hold), or refuse: every
+    burn, conversion and authorization goes through this one guard."""
+    balance = await _change(
+        conn,
+        member_id,
+        available=-points,
+        held=points if hold else 0,
+        need_available=points,
+        active_at=ctx.clock.now(),
+        burn=True,
+    )
+    if balance is None:
+        raise dl.insufficient(await balance_of(conn, member_id), points)
+    return balance
+
+
 async def balance_of(conn: AsyncConnection, member_id: str) -> dl.Balance:
     row = (
         await conn.execute(
@@ -307,16 +326,7 @@ async def burn(
     reference: str = "",
 ) -> dl.Transaction:
     """Spend points at once (a redemption, a reward): they go to the partner that honours them."""
-    balance = await _change(
-        conn,
-        member_id,
-        available=-points,
-        need_available=points,
-        active_at=ctx.clock.now(),
-        burn=True,
-    )
-    if balance is None:
-        raise dl.insufficient(await balance_of(conn, member_id), points)
+    balance = await _spend(conn, ctx, member_id, points)
     return await _record(
         conn,
         ctx,
@@ -347,16 +357,7 @@ async def convert(
     The units are their own asset, owed by the airline to the member's program account; the
     breakdown keeps how many, so a reversal can take them back exactly.
     """
-    balance = await _change(
-        conn,
-        member_id,
-        available=-points,
-        need_available=points,
-        active_at=ctx.clock.now(),
-        burn=True,
-    )
-    if balance is None:
-        raise dl.insufficient(await balance_of(conn, member_id), points)
+    balance = await _spend(conn, ctx, member_id, points)
     postings = [
         *dl.move(dl.available(member_id), dl.converted(airline_id), points),
         dl.Posting(dl.program_issued(airline_id), -units, unit),
@@ -398,17 +399,7 @@ async def authorize(
     dl.check_reference(reference)
     now = ctx.clock.now()
     expires = dl.hold_expiry(now, hold_seconds)
-    balance = await _change(
-        conn,
-        member_id,
-        available=-points,
-        held=points,
-        need_available=points,
-        active_at=now,
-        burn=True,
-    )
-    if balance is None:
-        raise dl.insufficient(await balance_of(conn, member_id), points)
+    balance = await _spend(conn, ctx, member_id, points, hold=True)
     return await _record(
         conn,
         ctx,

@@ -66,8 +66,8 @@ def usd(amount_minor: int) -> common_pb2.Purchase:
 
 
 class World:
-    """An airline (Skyways, 5 miles a dollar... points, here), another airline, a travel agency
-    authorized for Skyways only, a hotel, and a member."""
+    """An airline (Skyways: 5 points per USD, mod 7 numbers, 0.5 miles per point from 1,000
+    points), another airline, a travel agency authorized for Skyways only, a hotel, a member."""
 
     def __init__(self, gateway: Any) -> None:
         self.gw = gateway

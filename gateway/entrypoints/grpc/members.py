@@ -179,14 +179,16 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
         self, request: pb.LinkAccountRequest, context: grpc.aio.ServicerContext
     ) -> pb.LinkAccountResponse:
         caller = self.caller()
-        code_id = None
-        if not caller.is_operator:
-            # Checked in a transaction of its own: a wrong code counts even though it fails.
-            async with self.ctx.database.begin() as conn:
-                member, partner, kind, external = await self._linking(
-                    conn, request.member, request.linked_account
-                )
-                checked = await links.verify_code(
+        code: str | errors.CoalitionError | None = None
+        # A partner's code is checked in a transaction of its own, committed before a refusal
+        # is raised: a wrong code counts even though the call fails.
+        opened = self.read() if caller.is_operator else self.ctx.database.begin()
+        async with opened as conn:
+            member, partner, kind, external = await self._linking(
+                conn, request.member, request.linked_account
+            )
+            if not caller.is_operator:
+                code = await links.verify_code(
                     conn,
                     self.ctx,
                     caller.idempotency_scope,
@@ -194,16 +196,12 @@ class MemberServicer(Servicer, members_pb2_grpc.MemberServiceServicer):
                     links.external_key(self.ctx, partner.id, kind, external),
                     request.verification_code,
                 )
-            if isinstance(checked, errors.CoalitionError):
-                raise checked  # after the commit: the try is counted
-            code_id = checked
+        if isinstance(code, errors.CoalitionError):
+            raise code
 
         async def work(conn: AsyncConnection) -> pb.LinkAccountResponse:
-            member, partner, kind, external = await self._linking(
-                conn, request.member, request.linked_account
-            )
-            if code_id is not None:
-                await links.use_code(conn, self.ctx, code_id)
+            if code is not None:
+                await links.use_code(conn, self.ctx, code)
             account, _ = await links.link(conn, self.ctx, member.id, partner.id, kind, external)
             return pb.LinkAccountResponse(linked_account=linked_account_to_proto(account))
 

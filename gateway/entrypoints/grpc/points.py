@@ -30,7 +30,7 @@ from gateway.entrypoints.grpc.convert import (
     request_hash,
     transaction_to_proto,
 )
-from gateway.service import conversions, earning, ledger, links, partners, tiers
+from gateway.service import conversions, earning, ledger, links, tiers
 from gateway.service.idempotency import IdempotencyKey, run_once, run_once_in
 
 SERVICE = "coalition.v1.PointsService"
@@ -95,10 +95,13 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         )
 
     async def _earn(
-        self, conn: AsyncConnection, request: pb.EarnPointsRequest
+        self,
+        conn: AsyncConnection,
+        request: pb.EarnPointsRequest,
+        basis: earning.Purchase | earning.Action,
     ) -> common_pb2.PointsTransaction:
-        """One earn, as EarnPoints and each StreamEarnPoints item perform it."""
-        basis = _basis(request)
+        """One earn, as EarnPoints and each StreamEarnPoints item perform it; `basis` was read
+        from the request before any database work, so input errors fail first."""
         vest, occur = _time(request, "vest_time"), _time(request, "occur_time")
         partner = await self.acting_partner(conn)
         ref = request.member if request.HasField("member") else None
@@ -165,10 +168,10 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
     async def EarnPoints(
         self, request: pb.EarnPointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EarnPointsResponse:
-        _basis(request)  # input errors before any database work
+        basis = _basis(request)
 
         async def work(conn: AsyncConnection) -> pb.EarnPointsResponse:
-            return pb.EarnPointsResponse(transaction=await self._earn(conn, request))
+            return pb.EarnPointsResponse(transaction=await self._earn(conn, request, basis))
 
         return await self.once("EarnPoints", request, pb.EarnPointsResponse, work)
 
@@ -361,10 +364,11 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
         answer = pb.StreamEarnPointsResponse(index=index, request_id=request.request_id)
         try:
             check_string_sizes(request)  # fields named as EarnPoints names them
-            _basis(request)
+            basis = _basis(request)
 
             async def work(c: AsyncConnection) -> bytes:
-                response = pb.EarnPointsResponse(transaction=await self._earn(c, request))
+                transaction = await self._earn(c, request, basis)
+                response = pb.EarnPointsResponse(transaction=transaction)
                 return response.SerializeToString()
 
             key = IdempotencyKey(scope, request.request_id, "EarnPoints", request_hash(request))
@@ -404,17 +408,13 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-            txn, units, number = await conversions.convert(
-                conn, self.ctx, airline_id, member, request.points
-            )
+            done = await conversions.convert(conn, self.ctx, airline_id, member, request.points)
             standing = await tiers.status(conn, self.ctx, member.id)
-            airline = await partners.get(conn, airline_id)
-            assert airline.settings.program is not None
             return pb.ConvertPointsResponse(
-                transaction=transaction_to_proto(txn, standing),
-                converted_units=units,
-                unit=airline.settings.program.unit,
-                program_number=number,
+                transaction=transaction_to_proto(done.transaction, standing),
+                converted_units=done.units,
+                unit=done.unit,
+                program_number=done.program_number,
             )
 
         return await self.once("ConvertPoints", request, pb.ConvertPointsResponse, work)
