@@ -38,6 +38,8 @@ from grpc_status import rpc_status
 
 from coalition.v1 import (
     common_pb2,
+    donations_pb2,
+    donations_pb2_grpc,
     members_pb2,
     members_pb2_grpc,
     partners_pb2,
@@ -49,6 +51,7 @@ from coalition.v1 import (
 )
 
 if TYPE_CHECKING:
+    from coalition.v1.donations_pb2_grpc import DonationServiceAsyncStub
     from coalition.v1.members_pb2_grpc import MemberServiceAsyncStub
     from coalition.v1.partners_pb2_grpc import PartnerServiceAsyncStub
     from coalition.v1.points_pb2_grpc import PointsServiceAsyncStub
@@ -362,6 +365,7 @@ class CoalitionClient:
         self._partners: PartnerServiceAsyncStub | None = None
         self._points: PointsServiceAsyncStub | None = None
         self._rewards: RewardServiceAsyncStub | None = None
+        self._donations: DonationServiceAsyncStub | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -389,6 +393,9 @@ class CoalitionClient:
         self._partners = cast("PartnerServiceAsyncStub", partners)
         self._points = cast("PointsServiceAsyncStub", points)
         self._rewards = cast("RewardServiceAsyncStub", rewards_pb2_grpc.RewardServiceStub(channel))
+        self._donations = cast(
+            "DonationServiceAsyncStub", donations_pb2_grpc.DonationServiceStub(channel)
+        )
         return self
 
     async def __aexit__(
@@ -403,6 +410,7 @@ class CoalitionClient:
         channel, self._channel = self._channel, None
         self._members = self._partners = self._points = None
         self._rewards = None
+        self._donations = None
         if channel is not None:
             await channel.close()
 
@@ -436,6 +444,12 @@ class CoalitionClient:
         if self._rewards is None:
             raise RuntimeError("open the client first: async with CoalitionClient(...)")
         return self._rewards
+
+    @property
+    def donations(self) -> DonationServiceAsyncStub:
+        if self._donations is None:
+            raise RuntimeError("open the client first: async with CoalitionClient(...)")
+        return self._donations
 
     async def _call(self, method: Any, request: Any) -> Any:
         """One logical call: the same request (same request_id) on every attempt."""
@@ -615,6 +629,63 @@ class CoalitionClient:
             self.rewards.ConsumeVoucher, request
         )
         return response.voucher
+
+    # Donations ------------------------------------------------------------------------------
+
+    async def list_charities(
+        self, *, cause: str = "", page_token: str = ""
+    ) -> donations_pb2.ListCharitiesResponse:
+        """One page of the charities taking donations, by name; pass next_page_token back."""
+        request = donations_pb2.ListCharitiesRequest(cause=cause, page_token=page_token)
+        response: donations_pb2.ListCharitiesResponse = await self._call(
+            self.donations.ListCharities, request
+        )
+        return response
+
+    async def donate_points(
+        self,
+        member: common_pb2.MemberRef | str,
+        charity: str,
+        points: int,
+        *,
+        request_id: str | None = None,
+    ) -> donations_pb2.DonatePointsResponse:
+        """Give a member's points to a charity ("charities/{c}"): the donation (receipt number,
+        value, any sponsor's match) and the DONATION transaction. FailedPreconditionError:
+        INSUFFICIENT_POINTS, BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING."""
+        request = donations_pb2.DonatePointsRequest(
+            request_id=_new_request_id(request_id),
+            member=member_ref(member),
+            charity=charity,
+            points=points,
+        )
+        response: donations_pb2.DonatePointsResponse = await self._call(
+            self.donations.DonatePoints, request
+        )
+        return response
+
+    async def get_donation_receipt(
+        self,
+        name: str,
+        fmt: donations_pb2.ReceiptFormat.ValueType = donations_pb2.RECEIPT_FORMAT_DATA,
+    ) -> donations_pb2.GetDonationReceiptResponse:
+        """A donation's receipt as data, or with `document` rendered as HTML or PDF."""
+        request = donations_pb2.GetDonationReceiptRequest(name=name, format=fmt)
+        response: donations_pb2.GetDonationReceiptResponse = await self._call(
+            self.donations.GetDonationReceipt, request
+        )
+        return response
+
+    async def list_donations(
+        self, parent: str, *, page_token: str = ""
+    ) -> donations_pb2.ListDonationsResponse:
+        """One page of a charity's ("charities/{c}", the charity itself) or a member's
+        ("members/{m}", the operator) donations, newest first."""
+        request = donations_pb2.ListDonationsRequest(parent=parent, page_token=page_token)
+        response: donations_pb2.ListDonationsResponse = await self._call(
+            self.donations.ListDonations, request
+        )
+        return response
 
     # Partners (operator only) ---------------------------------------------------------------
 

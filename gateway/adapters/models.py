@@ -85,6 +85,8 @@ class PartnerRow(Base):
     transaction_cap_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     program: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     """Airlines: JSON of their loyalty program (number format, unit, conversion terms)."""
+    charity: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    """Charities: JSON of their profile (description, causes, minimum, value of points)."""
     create_time: Mapped[datetime]
     update_time: Mapped[datetime]
 
@@ -317,6 +319,10 @@ class LedgerTransactionRow(Base):
     expired_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Points of this lot that expired and were not reversed since: a clawback of the earn
     takes these back from the breakage account, not from the member a second time."""
+    donated_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Points of this lot that were about to expire and went to a charity under the member's
+    pledge, not reversed since: a clawback of the earn is absorbed by the coalition (the
+    charity keeps its gift), not charged to the member a second time."""
 
     __table_args__ = (
         Index("ix_ledger_transactions_member_seq", "member_id", "seq"),
@@ -545,5 +551,99 @@ class VoucherRow(Base):
             "expire_time",
             postgresql_where=text("state = 'ISSUED'"),
             sqlite_where=text("state = 'ISSUED'"),
+        ),
+    )
+
+
+# -- donations -------------------------------------------------------------------------------
+
+
+class DonationRow(Base):
+    """A member's donation to a charity; its receipt number derives from seq and year."""
+
+    __tablename__ = "donations"
+
+    seq: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    charity_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    points: Mapped[int] = mapped_column(BigInteger)
+    matched_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    sponsor_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"))
+    matching_campaign_id: Mapped[str | None] = mapped_column(String(32))
+    value_minor: Mapped[int] = mapped_column(BigInteger)
+    """Minor units of currency: the points at the charity's value when donated."""
+    matched_value_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Minor units of currency: the matched points, funded by the sponsor."""
+    currency: Mapped[str] = mapped_column(String(3))
+    transaction_id: Mapped[str] = mapped_column(String(32))
+    """The member's DONATION transaction."""
+    pledge_id: Mapped[str | None] = mapped_column(String(32))
+    pledge_run_time: Mapped[datetime | None]
+    """MONTHLY pledges: the due date this donation paid, so a month is never paid twice."""
+    create_time: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_donations_charity_seq", "charity_id", "seq"),
+        Index("ix_donations_member_seq", "member_id", "seq"),
+        Index("ix_donations_create_time", "create_time"),
+        Index("ix_donations_pledge_run", "pledge_id", "pledge_run_time", unique=True),
+    )
+
+
+class MatchingCampaignRow(Base):
+    """A sponsor matches donations to one charity, out of a budget of points."""
+
+    __tablename__ = "matching_campaigns"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sponsor_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    charity_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    percent: Mapped[int] = mapped_column(Integer)
+    """Matched points per 100 donated."""
+    budget_points: Mapped[int] = mapped_column(BigInteger)
+    spent_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The guarded counter: matched points paid, never above budget_points."""
+    start_time: Mapped[datetime]
+    end_time: Mapped[datetime]
+    stop_time: Mapped[datetime | None]
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_matching_campaigns_charity_end", "charity_id", "end_time"),)
+
+
+class PledgeRow(Base):
+    """A member's standing promise to a charity: monthly points, or the points that expire."""
+
+    __tablename__ = "pledges"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
+    charity_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"))
+    """The partner that took the pledge; None for the operator."""
+    kind: Mapped[str] = mapped_column(String(12))
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    start_time: Mapped[datetime]
+    next_run_time: Mapped[datetime | None]
+    create_time: Mapped[datetime]
+    cancel_time: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_pledges_member_create", "member_id", "create_time"),
+        Index(
+            "ix_pledges_due",
+            "next_run_time",
+            postgresql_where=text("cancel_time IS NULL"),
+            sqlite_where=text("cancel_time IS NULL"),
+        ),
+        # At most one live EXPIRING pledge per member: expiring points go to one charity.
+        Index(
+            "ix_pledges_live_expiring",
+            "member_id",
+            unique=True,
+            postgresql_where=text("kind = 'EXPIRING' AND cancel_time IS NULL"),
+            sqlite_where=text("kind = 'EXPIRING' AND cancel_time IS NULL"),
         ),
     )

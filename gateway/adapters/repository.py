@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,7 @@ from gateway.adapters.models import (
     PartnerRow,
     table_of,
 )
-from gateway.domain import programs
+from gateway.domain import donations, programs
 from gateway.domain.members import ContactDetails, Member
 from gateway.domain.partners import Partner, PartnerSettings, PartnerType
 from gateway.domain.pii import PiiVault
@@ -133,10 +134,17 @@ def _partner(row: Any, airlines: tuple[str, ...]) -> Partner:
             # Airlines created before programs existed run the default one.
             program=program_from_json(row.program)
             or (programs.Program() if row.type == PartnerType.AIRLINE.value else None),
+            charity=charity_from_json(row.charity)
+            or (donations.CharityProfile() if row.type == PartnerType.CHARITY.value else None),
         ),
         create_time=row.create_time,
         update_time=row.update_time,
     )
+
+
+def partner_from_row(row: Any) -> Partner:
+    """A partner read by the caller, for what needs no travel agency's airlines."""
+    return _partner(row, ())
 
 
 def _settings_values(settings: PartnerSettings) -> dict[str, Any]:
@@ -152,7 +160,21 @@ def _settings_values(settings: PartnerSettings) -> dict[str, Any]:
         "minimum_spend_minor": settings.minimum_spend_minor,
         "transaction_cap_points": settings.transaction_cap_points,
         "program": program_to_json(settings.program),
+        "charity": charity_to_json(settings.charity),
     }
+
+
+def charity_to_json(profile: donations.CharityProfile | None) -> str:
+    if profile is None:
+        return "{}"
+    return json.dumps({**asdict(profile), "causes": list(profile.causes)})
+
+
+def charity_from_json(raw: str) -> donations.CharityProfile | None:
+    data = json.loads(raw)
+    if not data:
+        return None
+    return donations.CharityProfile(**{**data, "causes": tuple(data["causes"])})
 
 
 def program_to_json(program: programs.Program | None) -> str:

@@ -9,6 +9,10 @@ Every movement is one transaction of postings that sum to zero per asset. Accoun
     partner:{id}:redeemed   sink of the points a partner accepts
     partner:{id}:expired    breakage: the partner's points that expired unspent
     partner:{id}:converted  points members converted into the partner's program (airline miles)
+    partner:{id}:matched    source of the points a sponsor adds to donations (goes negative)
+    charity:{id}:donated    points members (and their sponsors) gave the charity
+    coalition:adjustments   points the coalition itself absorbs (a clawback of an earn whose
+                            points a pledge had already given to a charity)
 
 Converted program units are their own asset (the program's unit, "MILES"), booked between
 program:{airline}:issued and program:{airline}:member:{id} in the same transaction.
@@ -20,7 +24,7 @@ Lifecycle (the state of each transaction kind)::
     AUTHORIZATION  PENDING --capture (all or part)--> POSTED, the rest released
                            --void--> VOIDED
                            --hold expires--> EXPIRED, all released
-    REDEEM, REWARD, CONVERSION, CAPTURE, VOID, REVERSAL, EXPIRY: POSTED at once
+    REDEEM, REWARD, CONVERSION, DONATION, CAPTURE, VOID, REVERSAL, EXPIRY: POSTED at once
 
 A reversal refunds a redemption (or capture) or claws back an earn, in full or in part; the sum
 of a transaction's reversals never exceeds it. A clawback of points already spent takes the
@@ -64,6 +68,7 @@ class TxnType(enum.StrEnum):
     EXPIRY = "EXPIRY"
     REWARD = "REWARD"
     CONVERSION = "CONVERSION"
+    DONATION = "DONATION"
 
 
 class TxnState(enum.StrEnum):
@@ -103,6 +108,20 @@ def expired(partner_id: str) -> str:
 def converted(partner_id: str) -> str:
     """Points members converted into this partner's program."""
     return f"partner:{partner_id}:converted"
+
+
+def matched(partner_id: str) -> str:
+    """Source of the points a sponsor adds to members' donations: goes negative."""
+    return f"partner:{partner_id}:matched"
+
+
+def donated(charity_id: str) -> str:
+    """Points given to a charity, by members and by the sponsors matching them."""
+    return f"charity:{charity_id}:donated"
+
+
+ADJUSTMENTS = "coalition:adjustments"
+"""The coalition's own account: what it absorbs so that nobody pays twice."""
 
 
 def program_issued(partner_id: str) -> str:

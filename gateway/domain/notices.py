@@ -20,12 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+from gateway.domain.rules import money
+
 TIER_CHANGED = "TierChanged"
 POINTS_EXPIRING = "PointsExpiring"
 POINTS_EXPIRED = "PointsExpired"
 VOUCHER_ISSUED = "VoucherIssued"
 VOUCHER_REFUNDED = "VoucherRefunded"
 LINK_CODE = "LinkCode"
+DONATION_MADE = "DonationMade"
+PLEDGE_SKIPPED = "PledgeSkipped"
 
 _MONTHS = (
     "January",
@@ -204,6 +208,47 @@ def _link_code(payload: Mapping[str, object]) -> tuple[str, list[str]]:
     ]
 
 
+def _donation_made(payload: Mapping[str, object]) -> tuple[str, list[str]]:
+    charity = _one_line(_str(payload, "charity_display_name"))
+    count = _int(payload, "points")
+    matched = _int(payload, "matched_points")
+    value = money(
+        _int(payload, "value_minor") + _int(payload, "matched_value_minor"),
+        _str(payload, "currency"),
+        _int(payload, "currency_exponent"),
+    )
+    if _str(payload, "kind") == "EXPIRING_PLEDGE":
+        lines = [f"{points(count)} of yours were about to expire, so, as you pledged, they went"]
+        lines.append(f"to {charity} instead.")
+    else:
+        lines = [f"You gave {points(count)} to {charity}."]
+    if matched:
+        lines.append(f"A sponsor matched your gift with {points(matched)} more.")
+    lines += [
+        "",
+        f"{charity} receives {value}.",
+        f"Receipt number: {_str(payload, 'receipt_number')}",
+    ]
+    return f"Thank you for your gift to {charity}", lines
+
+
+def _pledge_skipped(payload: Mapping[str, object]) -> tuple[str, list[str]]:
+    charity = _one_line(_str(payload, "charity_display_name"))
+    count = _int(payload, "points")
+    why = {
+        "INSUFFICIENT_POINTS": "you did not have enough points available",
+        "NEGATIVE_BALANCE": "your balance owes points from a refund until new points cover it",
+        "CHARITY_NOT_ACCEPTING": f"{charity} is not taking donations at the moment",
+        "BELOW_MINIMUM_DONATION": f"{charity} no longer takes a gift of this size",
+    }.get(_str(payload, "reason"), "it could not be made")
+    return f"This month's gift to {charity} was skipped", [
+        f"Your monthly pledge of {points(count)} to {charity} was due on "
+        f"{day(_time(payload, 'due_time'))}, but {why}.",
+        "",
+        "Nothing was taken from your balance. Your pledge continues next month.",
+    ]
+
+
 _NOTICES: dict[str, Callable[[Mapping[str, object]], tuple[str, list[str]]]] = {
     TIER_CHANGED: _tier_changed,
     POINTS_EXPIRING: _points_expiring,
@@ -211,6 +256,8 @@ _NOTICES: dict[str, Callable[[Mapping[str, object]], tuple[str, list[str]]]] = {
     VOUCHER_ISSUED: _voucher_issued,
     VOUCHER_REFUNDED: _voucher_refunded,
     LINK_CODE: _link_code,
+    DONATION_MADE: _donation_made,
+    PLEDGE_SKIPPED: _pledge_skipped,
 }
 
 

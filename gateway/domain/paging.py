@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.domain.errors import InvalidArgument
@@ -43,4 +44,29 @@ def decode_token(token: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
         raise bad from None
     if not isinstance(position, dict) or set(position) != set(keys):
         raise bad
+    if not all(map(_plain, position.values())):
+        raise bad
     return position
+
+
+def _plain(value: object) -> bool:
+    """A value a token of ours can hold: an int64, or printable text (no NUL, no control)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, str) and value.isprintable()
+
+
+def time_of(position: dict[str, Any], key: str) -> datetime:
+    """An aware time a token carries, or INVALID_PAGE_TOKEN."""
+    try:
+        when = datetime.fromisoformat(str(position[key]))
+    except (ValueError, OverflowError):
+        raise invalid_token() from None
+    if when.tzinfo is None:
+        raise invalid_token()
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:  # "0001-01-01T00:00:00+05:00" is before the first UTC instant
+        raise invalid_token() from None

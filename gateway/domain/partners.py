@@ -10,7 +10,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.domain import programs, rules
+from gateway.domain import donations, programs, rules
 from gateway.domain.errors import InvalidArgument, require
 from gateway.domain.ledger import POINTS_PER_TRANSACTION_MAX, PURCHASE_AMOUNT_MINOR_MAX
 
@@ -58,6 +58,8 @@ class PartnerSettings:
     """Most base + tier bonus points one earn can give; 0 = no cap."""
     program: programs.Program | None = None
     """Airlines only: their loyalty program (None elsewhere; an airline gets the default)."""
+    charity: donations.CharityProfile | None = None
+    """Charities only: what members read about them and what their points are worth."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,15 @@ from gateway.config import (
 )
 from gateway.domain.errors import CoalitionError
 from gateway.domain.pii import PiiVault
-from gateway.entrypoints import demo, logs, ops_cli, program_cli, submit_cli, worker
+from gateway.entrypoints import (
+    demo,
+    donations_cli,
+    logs,
+    ops_cli,
+    program_cli,
+    submit_cli,
+    worker,
+)
 from gateway.entrypoints.grpc.server import SHUTDOWN_GRACE_S, TlsConfig, add_port, create_server
 from gateway.entrypoints.web import create_web_app
 from gateway.service.context import AppContext
@@ -463,6 +471,7 @@ def _parser() -> argparse.ArgumentParser:
     program_cli.add_commands(sub, with_db, _with_context)
     ops_cli.add_commands(sub, {"ledger": ledger, "partners": partners}, with_db, _with_context)
     submit_cli.add_command(partners)
+    donations_cli.add_commands(sub, with_db, _with_context)
 
     worker = with_db(
         sub.add_parser("worker", help="deliver events and run the sweeps, without serving")

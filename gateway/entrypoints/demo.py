@@ -16,13 +16,14 @@ from sqlalchemy import select, update
 
 from gateway.adapters import repository as repo
 from gateway.domain import programs
+from gateway.domain.donations import CharityProfile, MatchingDraft
 from gateway.domain.errors import FailedPrecondition
 from gateway.domain.links import LinkKind
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
 from gateway.domain.rewards import RewardDraft, RewardKind
 from gateway.domain.rules import Campaign
-from gateway.service import campaigns, earning, ledger, links, rates, rewards
+from gateway.service import campaigns, donations, earning, ledger, links, rates, rewards
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
@@ -42,6 +43,7 @@ class DemoPartner:
     category_rates: tuple[tuple[str, Decimal], ...] = ()
     cap: int = 0
     program: programs.Program | None = None
+    charity: CharityProfile | None = None
 
 
 AURORA_PROGRAM = programs.Program(
@@ -83,7 +85,18 @@ PARTNERS = (
     DemoPartner(
         "maple-market", PartnerType.RETAIL, "Maple Market", "1", "CAD", time_zone="America/Toronto"
     ),
-    DemoPartner("clean-oceans", PartnerType.CHARITY, "Clean Oceans Fund", "0"),
+    DemoPartner(
+        "clean-oceans",
+        PartnerType.CHARITY,
+        "Clean Oceans Fund",
+        "0",
+        charity=CharityProfile(
+            "Removes plastic from coastlines and funds research on marine pollution.",
+            ("ENVIRONMENT", "OCEANS"),
+            minimum_donation_points=500,
+            value_per_thousand_minor=10_00,  # USD 10.00 per 1,000 points
+        ),
+    ),
     DemoPartner(
         "open-books",
         PartnerType.CHARITY,
@@ -91,6 +104,12 @@ PARTNERS = (
         "0",
         "GBP",
         time_zone="Europe/London",
+        charity=CharityProfile(
+            "Puts books in the hands of children who have none, and teaches adults to read.",
+            ("EDUCATION", "LITERACY"),
+            minimum_donation_points=250,
+            value_per_thousand_minor=8_00,  # GBP 8.00 per 1,000 points
+        ),
     ),
 )
 
@@ -149,6 +168,7 @@ async def seed(ctx: AppContext, grpc_target: str) -> dict[str, Any]:
                     category_rates=p.category_rates,
                     transaction_cap_points=p.cap,
                     program=p.program,
+                    charity=p.charity,
                 )
                 await partner_service.create(conn, ctx, p.id, p.type, settings)
             _, secret = await partner_service.create_api_key(conn, ctx, p.id, DEMO_KEY_LABEL)
@@ -221,6 +241,10 @@ async def _seed_programme(ctx: AppContext, conn: Any) -> None:
         await campaigns.create(conn, ctx, hotel, draft)
     for partner_id, reward in DEMO_REWARDS:
         await rewards.create(conn, ctx, partner_id, reward)
+    # SwiftRide matches gifts to the ocean one for one, up to 100,000 points.
+    await donations.create_matching(
+        conn, ctx, MatchingDraft("swiftride", "clean-oceans", 100, 100_000, now, end)
+    )
 
 
 DEMO_REWARDS = [
@@ -322,6 +346,9 @@ async def _seed_activity(ctx: AppContext, conn: Any, member_id: str, index: int)
             earning.Purchase(215_00, "USD"),
             f"PNR-AUR{index + 10}",
         )
+    if index % 5 == 2:  # a gift to the ocean (matched by SwiftRide) or to the books
+        charity = "clean-oceans" if index % 2 == 0 else "open-books"
+        await donations.donate(conn, ctx, member_id, charity, 500)
     if index % 4 == 1:
         await earning.earn(
             conn,

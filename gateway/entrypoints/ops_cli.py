@@ -51,7 +51,8 @@ async def expire(ctx: AppContext, args: argparse.Namespace) -> int:
         f"policy {ctx.expiry.kind.value}"
         + (f" ({ctx.expiry.months} months)" if ctx.expiry.months else "")
         + f": sent {report.reminders} reminders, expired {report.expired_points} "
-        f"points of {report.expired_members} members; refunded {refunded} expired vouchers"
+        f"points of {report.expired_members} members ({report.donated_points} of them went to "
+        f"charities, as pledged); refunded {refunded} expired vouchers"
     )
     return 0
 

@@ -16,12 +16,12 @@ import aiohttp
 from gateway.adapters.notify import Channel
 from gateway.adapters.webhooks import WebhookSender
 from gateway.domain.delivery import DeliveryPolicy
-from gateway.service import expiry, ledger, rewards
+from gateway.service import donations, expiry, ledger, rewards
 from gateway.service.context import AppContext
 from gateway.service.delivery import Deliverer
 
 SWEEP_INTERVAL_S = 60.0
-"""Vesting, hold release and voucher refunds run this often."""
+"""Vesting, hold release, voucher refunds and monthly pledges run this often."""
 EXPIRY_INTERVAL_S = 3600.0
 """Points expiry and reminders run this often (they are due at day boundaries)."""
 
@@ -60,6 +60,7 @@ async def run(
     async def sweep() -> None:
         await vest_due(ctx)
         await rewards.refund_expired(ctx)
+        await donations.run_pledges(ctx)
 
     async with aiohttp.ClientSession() as session:
         deliverer = Deliverer(ctx, WebhookSender(session), channel, policy)

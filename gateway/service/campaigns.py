@@ -166,10 +166,7 @@ async def list_page(
     position = paging.decode_token(token, ("t", "id"))
     query = select(CAMPAIGNS).where(CAMPAIGNS.c.partner_id == partner_id)
     if position is not None:
-        try:
-            after = datetime.fromisoformat(str(position["t"]))
-        except ValueError:
-            raise paging.invalid_token() from None
+        after = paging.time_of(position, "t")
         query = query.where(
             (CAMPAIGNS.c.create_time < after)
             | ((CAMPAIGNS.c.create_time == after) & (CAMPAIGNS.c.id < str(position["id"])))

@@ -20,9 +20,11 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters import repository as repo
+from gateway.domain import donations as dd
 from gateway.domain import expiry as de
 from gateway.domain import ledger as dl
-from gateway.service import ledger, outbox
+from gateway.domain.errors import FailedPrecondition
+from gateway.service import donations, ledger, outbox
 from gateway.service.context import AppContext
 
 TXNS = ledger.TXNS
@@ -40,6 +42,8 @@ class RunReport:
     reminders: int = 0
     expired_members: int = 0
     expired_points: int = 0
+    donated_points: int = 0
+    """Points that would have expired and went to charities the members pledged them to."""
 
 
 # -- expiring --------------------------------------------------------------------------------
@@ -63,7 +67,8 @@ async def _lock(conn: AsyncConnection, member_id: str) -> Any:
 async def expire_member(
     conn: AsyncConnection, ctx: AppContext, member_id: str
 ) -> list[dl.Transaction]:
-    """Expire what is due for one member: one EXPIRY transaction per issuing partner."""
+    """Expire what is due for one member: one EXPIRY transaction per issuing partner, or one
+    DONATION of it all when the member pledged their expiring points to a charity."""
     now = ctx.clock.now()
     balance = await _lock(conn, member_id)
     lapsed = _lapse_time(ctx, balance.last_activity_time)
@@ -80,6 +85,28 @@ async def expire_member(
     ).all()
     if not lots:
         return []
+    pledge = await donations.expiring_pledge(conn, member_id)
+    if pledge is not None:  # the member gives them to a charity instead of losing them
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    update(TXNS)
+                    .where(due)
+                    .values(donated_points=TXNS.c.donated_points + TXNS.c.unspent_points)
+                )
+                _, txn = await donations.donate(
+                    conn,
+                    ctx,
+                    member_id,
+                    pledge.charity_id,
+                    sum(lot.unspent_points for lot in lots),
+                    kind=dd.DonationKind.EXPIRING_PLEDGE,
+                    pledge=pledge,
+                    expiring=[(lot.seq, lot.unspent_points) for lot in lots],
+                )
+            return [txn]
+        except FailedPrecondition:  # the charity was paused meanwhile: the points expire
+            pass
     await conn.execute(
         update(TXNS)
         .where(due)
@@ -151,7 +178,11 @@ async def expire_due(ctx: AppContext) -> RunReport:
                 txns = await expire_member(conn, ctx, member_id)
             if txns:
                 report.expired_members += 1
-                report.expired_points -= sum(t.points for t in txns)
+            for txn in txns:
+                if txn.type is dl.TxnType.DONATION:
+                    report.donated_points -= txn.points
+                else:
+                    report.expired_points -= txn.points
         if not more:
             return report
         after = members[-1]

@@ -82,18 +82,27 @@ async def _change(
 
 
 async def _spend(
-    conn: AsyncConnection, ctx: AppContext, member_id: str, points: int, hold: bool = False
+    conn: AsyncConnection,
+    ctx: AppContext,
+    member_id: str,
+    points: int,
+    hold: bool = False,
+    by_member: bool = True,
 ) -> dl.Balance:
     """Take points from the available balance (into held, for a hold), or refuse: every
-    burn, conversion and authorization goes through this one guard."""
+    burn, conversion, donation and authorization goes through this one guard.
+
+    by_member=False: a standing order (a monthly pledge) spends, not the member: it is not
+    activity (it would keep an inactive account from lapsing) nor a redemption of theirs.
+    """
     balance = await _change(
         conn,
         member_id,
         available=-points,
         held=points if hold else 0,
         need_available=points,
-        active_at=ctx.clock.now(),
-        burn=True,
+        active_at=ctx.clock.now() if by_member else None,
+        burn=by_member,
     )
     if balance is None:
         raise dl.insufficient(await balance_of(conn, member_id), points)
@@ -142,11 +151,13 @@ async def _record(
     occur_time: datetime | None = None,
     lot: tuple[int, datetime | None] = (0, None),
     spend: int = 0,
+    draws: list[tuple[int, int]] | None = None,
     channel_partner_id: str | None = None,
 ) -> dl.Transaction:
     """Store a transaction and its postings.
 
-    lot: a credit's (unspent points, expire time); spend: points this debit takes from lots.
+    lot: a credit's (unspent points, expire time); spend: points this debit takes from lots,
+    oldest first, or draws: exactly which lots it takes them from [(lot seq, points)].
     """
     txn = dl.Transaction(
         id=secrets.token_hex(TRANSACTION_ID_BYTES),
@@ -195,7 +206,10 @@ async def _record(
     )
     assert seq is not None
     await _post(conn, seq, postings)
-    await lots.spend(conn, member_id, seq, spend)
+    if draws is None:
+        await lots.spend(conn, member_id, seq, spend)
+    else:
+        await lots.draw(conn, seq, draws)
     return txn
 
 
@@ -383,6 +397,50 @@ async def convert(
         postings=postings,
         breakdown=(component,),
         spend=points,
+    )
+
+
+async def donate(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    charity_id: str,
+    member_id: str,
+    points: int,
+    breakdown: tuple[dict[str, object], ...],
+    match: tuple[str, int] | None = None,
+    by_member: bool = True,
+    expiring: list[tuple[int, int]] | None = None,
+) -> dl.Transaction:
+    """Points leave the member for the charity, joined by the sponsor's match (sponsor id,
+    points).
+
+    by_member=False: a monthly pledge gives them (see _spend). expiring: the lots
+    [(seq, points)] whose points are due to expire, given by an EXPIRING pledge instead of
+    expiring; they are taken as they are, and remembered on each lot (donated_points) so that
+    a clawback of the earn does not charge the member for points they were losing anyway.
+    """
+    if expiring is None:
+        balance = await _spend(conn, ctx, member_id, points, by_member=by_member)
+    else:
+        lapsing = await _change(conn, member_id, available=-points, need_available=points)
+        assert lapsing is not None, f"member {member_id}: lots hold more than is available"
+        balance = lapsing
+    postings = list(dl.move(dl.available(member_id), dl.donated(charity_id), points))
+    if match is not None:
+        postings += dl.move(dl.matched(match[0]), dl.donated(charity_id), match[1])
+    return await _record(
+        conn,
+        ctx,
+        member_id=member_id,
+        partner_id=charity_id,
+        kind=dl.TxnType.DONATION,
+        state=dl.TxnState.POSTED,
+        points=-points,
+        balance=balance,
+        postings=postings,
+        breakdown=breakdown,
+        spend=points,
+        draws=expiring,
     )
 
 
@@ -607,7 +665,18 @@ async def _reverse_posted(
                 .values(expired_points=TXNS.c.expired_points - from_breakage)
             )
             postings += dl.move(dl.expired(partner), dl.issued(partner), from_breakage)
-        from_member = amount - from_breakage
+        # Points of the earn that a pledge gave to a charity as they expired: the charity keeps
+        # its gift, and the coalition absorbs the clawback, as breakage would have.
+        donated = await conn.scalar(select(TXNS.c.donated_points).where(TXNS.c.seq == seq))
+        from_coalition = min(amount - from_breakage, donated or 0)
+        if from_coalition:
+            await conn.execute(
+                update(TXNS)
+                .where(TXNS.c.seq == seq)
+                .values(donated_points=TXNS.c.donated_points - from_coalition)
+            )
+            postings += dl.move(dl.ADJUSTMENTS, dl.issued(partner), from_coalition)
+        from_member = amount - from_breakage - from_coalition
         if from_member:
             # A clawback may take available below zero: the member then owes the points.
             balance = await _change(conn, member, available=-from_member)

@@ -353,11 +353,8 @@ async def list_page(
     if not show_unlinked:
         query = query.where(LINKS.c.unlink_time.is_(None))
     if position is not None:
-        try:
-            after = datetime.fromisoformat(str(position["t"]))
-        except ValueError:
-            raise paging.invalid_token() from None
-        if not isinstance(position["id"], str) or after.tzinfo is None:
+        after = paging.time_of(position, "t")
+        if not isinstance(position["id"], str):
             raise paging.invalid_token()
         query = query.where(
             (LINKS.c.create_time > after)

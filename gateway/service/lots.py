@@ -67,6 +67,18 @@ async def spend(conn: AsyncConnection, member_id: str, debit_seq: int, points: i
     )
 
 
+async def draw(conn: AsyncConnection, debit_seq: int, taken: list[tuple[int, int]]) -> None:
+    """A debit takes exactly these [(lot seq, points)] (the caller chose the lots)."""
+    taken = [(seq, points) for seq, points in taken if points > 0]
+    if not taken:
+        return
+    await _adjust(conn, [(seq, -points) for seq, points in taken])
+    await conn.execute(
+        insert(DRAWS),
+        [{"debit_seq": debit_seq, "lot_seq": seq, "points": points} for seq, points in taken],
+    )
+
+
 async def refund(conn: AsyncConnection, debit_seq: int, points: int) -> None:
     """Give `points` of a debit back to the lots it drew from, newest draw first."""
     if points <= 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.adapters import repository as repo
 from gateway.adapters.models import ClientCertificateRow, table_of
 from gateway.domain import credentials as dc
-from gateway.domain import paging, programs
+from gateway.domain import donations, paging, programs
 from gateway.domain import partners as dp
 from gateway.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from gateway.service.context import AppContext
@@ -33,6 +33,7 @@ UPDATABLE_FIELDS = frozenset(
         "minimum_spend_minor",
         "transaction_cap_points",
         "program",
+        "charity",
     }
 )
 _KEYS = repo.API_KEYS
@@ -77,6 +78,23 @@ def _with_program(kind: dp.PartnerType, settings: dp.PartnerSettings) -> dp.Part
     )
 
 
+def _with_charity(kind: dp.PartnerType, settings: dp.PartnerSettings) -> dp.PartnerSettings:
+    """Charities always have a profile (an empty one if none is given); nobody else has one."""
+    if kind is not dp.PartnerType.CHARITY:
+        if settings.charity is not None:
+            raise InvalidArgument.on_field(
+                "partner.charity", "PROFILE_ONLY_FOR_CHARITIES", "only charities have a profile"
+            )
+        return settings
+    profile = donations.validate_profile(settings.charity or donations.CharityProfile())
+    return replace(settings, charity=profile)
+
+
+def _typed(kind: dp.PartnerType, settings: dp.PartnerSettings) -> dp.PartnerSettings:
+    """The settings with the parts only some partner types have checked."""
+    return _with_charity(kind, _with_program(kind, dp.validate_settings(settings)))
+
+
 async def create(
     conn: AsyncConnection,
     ctx: AppContext,
@@ -85,7 +103,7 @@ async def create(
     settings: dp.PartnerSettings,
 ) -> dp.Partner:
     partner_id = dp.parse_partner_id(partner_id)
-    settings = _with_program(kind, dp.validate_settings(settings))
+    settings = _typed(kind, settings)
     await _check_airlines(conn, kind, settings)
     now = ctx.clock.now()
     partner = dp.Partner(partner_id, kind, settings, now, now)
@@ -120,9 +138,8 @@ async def update_settings(
             + (f"; unknown or immutable: {', '.join(unknown)}" if unknown else ""),
         )
     partner = await get(conn, partner_id)
-    settings = _with_program(
-        partner.type,
-        dp.validate_settings(replace(partner.settings, **{f: getattr(changes, f) for f in mask})),
+    settings = _typed(
+        partner.type, replace(partner.settings, **{f: getattr(changes, f) for f in mask})
     )
     await _check_airlines(conn, partner.type, settings)
     updated = replace(partner, settings=settings, update_time=ctx.clock.now())
@@ -137,10 +154,7 @@ async def list_page(
     position = paging.decode_token(token, ("t", "id"))
     after = None
     if position:
-        try:
-            after = (datetime.fromisoformat(str(position["t"])), str(position["id"]))
-        except ValueError:
-            raise paging.invalid_token() from None
+        after = (paging.time_of(position, "t"), str(position["id"]))
     rows = await repo.list_partners(conn, limit + 1, after, kind)
     page, more = rows[:limit], len(rows) > limit
     last = page[-1] if page else None

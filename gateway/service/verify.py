@@ -9,8 +9,10 @@ from sqlalchemy import func, select
 
 from gateway.adapters import repository as repo
 from gateway.adapters.migrate import SchemaState, schema_state
+from gateway.domain import donations as dd
 from gateway.domain import ledger as dl
 from gateway.domain.members import luhn_check_digit
+from gateway.service import donations
 from gateway.service.campaigns import AWARDS, CAMPAIGNS
 from gateway.service.context import AppContext
 from gateway.service.ledger import BALANCES, POSTINGS, TXNS
@@ -47,6 +49,7 @@ async def verify(ctx: AppContext) -> Report:
     await _lots(ctx, report)
     await _campaigns(ctx, report)
     await _tiers(ctx, report)
+    await _donations(ctx, report)
     return report
 
 
@@ -167,6 +170,7 @@ async def _lots(ctx: AppContext, report: Report) -> None:
             .where(
                 (TXNS.c.unspent_points < 0)
                 | (TXNS.c.expired_points < 0)
+                | (TXNS.c.donated_points < 0)
                 | ((TXNS.c.unspent_points > 0) & (TXNS.c.unspent_points > TXNS.c.points))
             )
         )
@@ -304,3 +308,69 @@ async def _tiers(ctx: AppContext, report: Report) -> None:
         )
         if negative:
             report.problem(f"{negative} earns have more qualifying points reversed than earned")
+
+
+async def _donations(ctx: AppContext, report: Report) -> None:
+    """What each charity's account received is what its donations say, and every matching
+    campaign's guarded counter is the matches paid, within its budget."""
+    d, mc = donations.DONATIONS, donations.CAMPAIGNS
+    async with ctx.database.connect() as conn:
+        received: dict[str, int] = defaultdict(int)
+        postings = await conn.stream(
+            select(POSTINGS.c.account, func.sum(POSTINGS.c.amount))
+            .where(POSTINGS.c.account.like("charity:%:donated"), POSTINGS.c.asset == dl.POINTS)
+            .group_by(POSTINGS.c.account)
+        )
+        async for account, total in postings:
+            received[account.split(":")[1]] = int(total)
+        given = await conn.stream(
+            select(d.c.charity_id, func.sum(d.c.points + d.c.matched_points)).group_by(
+                d.c.charity_id
+            )
+        )
+        async for charity_id, total in given:
+            if received.pop(charity_id, 0) != int(total):
+                report.problem(f"charities/{charity_id}: donated postings disagree with donations")
+        for charity_id, total in received.items():
+            if total:
+                report.problem(f"charities/{charity_id}: {total} points without a donation")
+        matched = dict(
+            (
+                await conn.execute(
+                    select(d.c.matching_campaign_id, func.sum(d.c.matched_points))
+                    .where(d.c.matching_campaign_id.is_not(None))
+                    .group_by(d.c.matching_campaign_id)
+                )
+            ).all()
+        )
+        campaigns = (
+            await conn.execute(
+                select(mc.c.id, mc.c.charity_id, mc.c.budget_points, mc.c.spent_points)
+            )
+        ).all()
+        for row in campaigns:
+            name = f"charities/{row.charity_id}/matchingCampaigns/{row.id}"
+            paid = int(matched.get(row.id, 0))
+            if paid != row.spent_points:
+                report.problem(f"{name}: budget counter {row.spent_points}, matches {paid}")
+            if paid > row.budget_points:
+                report.problem(f"{name}: matched {paid} over a budget of {row.budget_points}")
+        # Clawbacks of earns whose points a pledge gave away as they expired are absorbed by
+        # the coalition: what it absorbed is what the lots no longer say was given.
+        on_expiry = await conn.scalar(
+            select(func.coalesce(func.sum(d.c.points), 0)).where(
+                d.c.kind == dd.DonationKind.EXPIRING_PLEDGE.value
+            )
+        )
+        still_given = await conn.scalar(select(func.coalesce(func.sum(TXNS.c.donated_points), 0)))
+        absorbed = await conn.scalar(
+            select(func.coalesce(func.sum(POSTINGS.c.amount), 0)).where(
+                POSTINGS.c.account == dl.ADJUSTMENTS, POSTINGS.c.asset == dl.POINTS
+            )
+        )
+        if int(on_expiry or 0) - int(still_given or 0) != -int(absorbed or 0):
+            report.problem(
+                f"{dl.ADJUSTMENTS}: {-int(absorbed or 0)} points absorbed, but the lots say "
+                f"{int(on_expiry or 0) - int(still_given or 0)} given on expiry were clawed back"
+            )
+    report.checked["matching campaigns"] = len(campaigns)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from coalition.v1 import rewards_pb2
+from coalition.v1 import donations_pb2, partners_pb2, rewards_pb2
 from partners.sdk import (
     CoalitionClient,
     CoalitionError,
@@ -124,6 +124,34 @@ async def test_reward_voucher_lifecycle_through_the_sdk(gateway) -> None:
     assert checked.valid and checked.voucher.code == code
     assert used.state == rewards_pb2.Voucher.STATE_CONSUMED
     assert twice.value.reason == "VOUCHER_ALREADY_CONSUMED"
+
+
+async def test_a_donation_and_its_receipt_through_the_sdk(gateway) -> None:
+    _, hotel_key = await gateway.create_partner("grand-hotel")  # 10 points per USD
+    _, charity_key = await gateway.create_partner(
+        "oceans",
+        "CHARITY",
+        display_name="Clean Oceans",
+        charity=partners_pb2.CharityProfile(value_per_thousand_points_minor=10_00),
+    )
+    async with CoalitionClient(gateway.target, hotel_key) as hotel:
+        member = await hotel.enroll_member("Ada Lovelace")
+        await hotel.earn_points(member.name, amount_minor=150_00, currency_code="USD")
+        charities = await hotel.list_charities()
+        gift = await hotel.donate_points(member.name, charities.charities[0].name, 1_000)
+        with pytest.raises(FailedPreconditionError) as overdraw:
+            await hotel.donate_points(member.name, "charities/oceans", 1_000)
+    async with CoalitionClient(gateway.target, charity_key) as charity:
+        listed = await charity.list_donations("charities/oceans")
+        receipt = await charity.get_donation_receipt(
+            gift.donation.name, donations_pb2.RECEIPT_FORMAT_HTML
+        )
+
+    assert gift.donation.value.amount_minor == 10_00
+    assert gift.transaction.balance.available_points == 500
+    assert overdraw.value.reason == "INSUFFICIENT_POINTS"
+    assert [d.name for d in listed.donations] == [gift.donation.name]
+    assert gift.donation.receipt_number.encode() in receipt.document
 
 
 async def test_operator_creates_a_partner_and_its_key_through_the_sdk(gateway) -> None:

@@ -25,7 +25,7 @@ from coalition.v1 import (
     wallet_pb2,
 )
 
-LATER_FILES = [donations_pb2, wallet_pb2, settlement_pb2]
+LATER_FILES = [wallet_pb2, settlement_pb2]
 LATER_METHODS: dict[str, list[str]] = {}  # RPCs of served services that are not served yet
 SERVED_METHODS = {
     "coalition.v1.MemberService": [
@@ -71,9 +71,21 @@ SERVED_METHODS = {
         "ValidateVoucher",
         "ConsumeVoucher",
     ],
+    "coalition.v1.DonationService": [
+        "ListCharities",
+        "DonatePoints",
+        "GetDonationReceipt",
+        "ListDonations",
+        "CreateMatchingCampaign",
+        "ListMatchingCampaigns",
+        "EndMatchingCampaign",
+        "CreatePledge",
+        "ListPledges",
+        "CancelPledge",
+    ],
 }
 OPERATOR_ONLY = {"coalition.v1.PartnerService"}  # for partners it is PERMISSION_DENIED first
-ALL_FILES = [members_pb2, partners_pb2, points_pb2, rewards_pb2, *LATER_FILES]
+ALL_FILES = [members_pb2, partners_pb2, points_pb2, rewards_pb2, donations_pb2, *LATER_FILES]
 
 
 def _services(module: Any) -> list[Any]:

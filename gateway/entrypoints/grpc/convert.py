@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from coalition.v1 import common_pb2, members_pb2, partners_pb2, rewards_pb2
 from gateway.domain import credentials as dc
+from gateway.domain import donations as dd
 from gateway.domain import expiry as de
 from gateway.domain import ledger as dl
 from gateway.domain import links as dln
@@ -137,6 +138,7 @@ def partner_to_proto(partner: dp.Partner) -> partners_pb2.Partner:
         minimum_spend_minor=s.minimum_spend_minor,
         transaction_cap_points=s.transaction_cap_points,
         program=program_to_proto(s.program) if s.program else None,
+        charity=charity_to_proto(s.charity) if s.charity else None,
     )
 
 
@@ -244,6 +246,28 @@ def settings_from_proto(partner: partners_pb2.Partner) -> dp.PartnerSettings:
         minimum_spend_minor=partner.minimum_spend_minor,
         transaction_cap_points=partner.transaction_cap_points,
         program=program_from_proto(partner.program) if partner.HasField("program") else None,
+        charity=charity_from_proto(partner.charity) if partner.HasField("charity") else None,
+    )
+
+
+def charity_to_proto(profile: dd.CharityProfile) -> partners_pb2.CharityProfile:
+    return partners_pb2.CharityProfile(
+        description=profile.description,
+        causes=list(profile.causes),
+        minimum_donation_points=profile.minimum_donation_points,
+        value_per_thousand_points_minor=profile.value_per_thousand_minor,
+        paused=profile.paused,
+    )
+
+
+def charity_from_proto(message: partners_pb2.CharityProfile) -> dd.CharityProfile:
+    """A draft; gateway.domain.donations.validate_profile checks it."""
+    return dd.CharityProfile(
+        description=message.description,
+        causes=tuple(message.causes),
+        minimum_donation_points=message.minimum_donation_points or 1,
+        value_per_thousand_minor=message.value_per_thousand_points_minor,
+        paused=message.paused,
     )
 
 

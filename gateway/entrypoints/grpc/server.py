@@ -29,6 +29,7 @@ from coalition.v1 import (
 )
 from gateway.entrypoints.auth import Authenticator, AuthInterceptor
 from gateway.entrypoints.grpc.base import fill_unimplemented
+from gateway.entrypoints.grpc.donations import DonationServicer
 from gateway.entrypoints.grpc.members import MemberServicer
 from gateway.entrypoints.grpc.partners import PartnerServicer
 from gateway.entrypoints.grpc.points import PointsServicer
@@ -44,12 +45,6 @@ log = logging.getLogger("coalition.grpc")
 
 # Services whose capability lands with a later release; each answers UNIMPLEMENTED + ErrorInfo.
 _LATER: list[tuple[str, type, Callable[[Any, grpc.aio.Server], None], str]] = [
-    (
-        "coalition.v1.DonationService",
-        donations_pb2_grpc.DonationServiceServicer,
-        donations_pb2_grpc.add_DonationServiceServicer_to_server,
-        "charity donations",
-    ),
     (
         "coalition.v1.WalletService",
         wallet_pb2_grpc.WalletServiceServicer,
@@ -122,6 +117,7 @@ async def create_server(
         PartnerServicer(ctx, authenticator), server
     )
     rewards_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(ctx), server)
+    donations_pb2_grpc.add_DonationServiceServicer_to_server(DonationServicer(ctx), server)
     for name, base, add, capability in _LATER:
         servicer = base()
         fill_unimplemented(servicer, base, name, {m: capability for m in vars(base)})

@@ -26,37 +26,69 @@ from coalition.v1 import common_pb2 as coalition_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63oalition/v1/donations.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x07\x43harity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61uses\x18\x04 \x03(\t\x12\x1f\n\x17minimum_donation_points\x18\x05 \x01(\x03\x12\x36\n\x19value_per_thousand_points\x18\x06 \x01(\x0b\x32\x13.coalition.v1.Money\x12\x18\n\x10matching_sponsor\x18\x07 \x01(\t\x12\x18\n\x10matching_percent\x18\x08 \x01(\x05\"\xa9\x02\n\x08\x44onation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\x0f\n\x07\x63harity\x18\x03 \x01(\t\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x16\n\x0ematched_points\x18\x05 \x01(\x03\x12\x18\n\x10matching_sponsor\x18\x06 \x01(\t\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x13.coalition.v1.Money\x12*\n\rmatched_value\x18\x08 \x01(\x0b\x32\x13.coalition.v1.Money\x12\x16\n\x0ereceipt_number\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransaction\x18\x0b \x01(\t\"\xce\x02\n\x0f\x44onationReceipt\x12\x16\n\x0ereceipt_number\x18\x01 \x01(\t\x12\x12\n\ndonor_name\x18\x02 \x01(\t\x12\x1c\n\x14\x63harity_display_name\x18\x03 \x01(\t\x12/\n\x0b\x64onate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06points\x18\x05 \x01(\x03\x12\x16\n\x0ematched_points\x18\x06 \x01(\x03\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x13.coalition.v1.Money\x12*\n\rmatched_value\x18\x08 \x01(\x0b\x32\x13.coalition.v1.Money\x12\x10\n\x08\x64onation\x18\t \x01(\t\x12\x0f\n\x07\x63harity\x18\n \x01(\t\x12%\n\x1dmatching_sponsor_display_name\x18\x0b \x01(\t\"L\n\x14ListCharitiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05\x63\x61use\x18\x03 \x01(\t\"Z\n\x15ListCharitiesResponse\x12(\n\tcharities\x18\x01 \x03(\x0b\x32\x15.coalition.v1.Charity\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x13\x44onatePointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0f\n\x07\x63harity\x18\x03 \x01(\t\x12\x0e\n\x06points\x18\x04 \x01(\x03\"v\n\x14\x44onatePointsResponse\x12(\n\x08\x64onation\x18\x01 \x01(\x0b\x32\x16.coalition.v1.Donation\x12\x34\n\x0btransaction\x18\x02 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"V\n\x19GetDonationReceiptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1b.coalition.v1.ReceiptFormat\"t\n\x1aGetDonationReceiptResponse\x12.\n\x07receipt\x18\x01 \x01(\x0b\x32\x1d.coalition.v1.DonationReceipt\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"M\n\x14ListDonationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x15ListDonationsResponse\x12)\n\tdonations\x18\x01 \x03(\x0b\x32\x16.coalition.v1.Donation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\rReceiptFormat\x12\x1e\n\x1aRECEIPT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13RECEIPT_FORMAT_DATA\x10\x01\x12\x17\n\x13RECEIPT_FORMAT_HTML\x10\x02\x12\x16\n\x12RECEIPT_FORMAT_PDF\x10\x03\x32\x85\x03\n\x0f\x44onationService\x12X\n\rListCharities\x12\".coalition.v1.ListCharitiesRequest\x1a#.coalition.v1.ListCharitiesResponse\x12U\n\x0c\x44onatePoints\x12!.coalition.v1.DonatePointsRequest\x1a\".coalition.v1.DonatePointsResponse\x12g\n\x12GetDonationReceipt\x12\'.coalition.v1.GetDonationReceiptRequest\x1a(.coalition.v1.GetDonationReceiptResponse\x12X\n\rListDonations\x12\".coalition.v1.ListDonationsRequest\x1a#.coalition.v1.ListDonationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63oalition/v1/donations.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x07\x43harity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61uses\x18\x04 \x03(\t\x12\x1f\n\x17minimum_donation_points\x18\x05 \x01(\x03\x12\x36\n\x19value_per_thousand_points\x18\x06 \x01(\x0b\x32\x13.coalition.v1.Money\x12\x18\n\x10matching_sponsor\x18\x07 \x01(\t\x12\x18\n\x10matching_percent\x18\x08 \x01(\x05\"\xe3\x02\n\x08\x44onation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\x0f\n\x07\x63harity\x18\x03 \x01(\t\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x16\n\x0ematched_points\x18\x05 \x01(\x03\x12\x18\n\x10matching_sponsor\x18\x06 \x01(\t\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x13.coalition.v1.Money\x12*\n\rmatched_value\x18\x08 \x01(\x0b\x32\x13.coalition.v1.Money\x12\x16\n\x0ereceipt_number\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransaction\x18\x0b \x01(\t\x12(\n\x04kind\x18\x0c \x01(\x0e\x32\x1a.coalition.v1.DonationKind\x12\x0e\n\x06pledge\x18\r \x01(\t\"\xad\x02\n\x10MatchingCampaign\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07sponsor\x18\x02 \x01(\t\x12\x0f\n\x07percent\x18\x03 \x01(\x05\x12\x15\n\rbudget_points\x18\x04 \x01(\x03\x12\x14\n\x0cspent_points\x18\x05 \x01(\x03\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tstop_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb8\x02\n\x06Pledge\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63harity\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.coalition.v1.PledgeKind\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10next_donate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63\x61ncel_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07partner\x18\t \x01(\t\"\xce\x02\n\x0f\x44onationReceipt\x12\x16\n\x0ereceipt_number\x18\x01 \x01(\t\x12\x12\n\ndonor_name\x18\x02 \x01(\t\x12\x1c\n\x14\x63harity_display_name\x18\x03 \x01(\t\x12/\n\x0b\x64onate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06points\x18\x05 \x01(\x03\x12\x16\n\x0ematched_points\x18\x06 \x01(\x03\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x13.coalition.v1.Money\x12*\n\rmatched_value\x18\x08 \x01(\x0b\x32\x13.coalition.v1.Money\x12\x10\n\x08\x64onation\x18\t \x01(\t\x12\x0f\n\x07\x63harity\x18\n \x01(\t\x12%\n\x1dmatching_sponsor_display_name\x18\x0b \x01(\t\"L\n\x14ListCharitiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05\x63\x61use\x18\x03 \x01(\t\"Z\n\x15ListCharitiesResponse\x12(\n\tcharities\x18\x01 \x03(\x0b\x32\x15.coalition.v1.Charity\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x13\x44onatePointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x0f\n\x07\x63harity\x18\x03 \x01(\t\x12\x0e\n\x06points\x18\x04 \x01(\x03\"v\n\x14\x44onatePointsResponse\x12(\n\x08\x64onation\x18\x01 \x01(\x0b\x32\x16.coalition.v1.Donation\x12\x34\n\x0btransaction\x18\x02 \x01(\x0b\x32\x1f.coalition.v1.PointsTransaction\"V\n\x19GetDonationReceiptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1b.coalition.v1.ReceiptFormat\"t\n\x1aGetDonationReceiptResponse\x12.\n\x07receipt\x18\x01 \x01(\x0b\x32\x1d.coalition.v1.DonationReceipt\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"M\n\x14ListDonationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x15ListDonationsResponse\x12)\n\tdonations\x18\x01 \x03(\x0b\x32\x16.coalition.v1.Donation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x1d\x43reateMatchingCampaignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x39\n\x11matching_campaign\x18\x03 \x01(\x0b\x32\x1e.coalition.v1.MatchingCampaign\"[\n\x1e\x43reateMatchingCampaignResponse\x12\x39\n\x11matching_campaign\x18\x01 \x01(\x0b\x32\x1e.coalition.v1.MatchingCampaign\"U\n\x1cListMatchingCampaignsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n\x1dListMatchingCampaignsResponse\x12:\n\x12matching_campaigns\x18\x01 \x03(\x0b\x32\x1e.coalition.v1.MatchingCampaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x1a\x45ndMatchingCampaignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"X\n\x1b\x45ndMatchingCampaignResponse\x12\x39\n\x11matching_campaign\x18\x01 \x01(\x0b\x32\x1e.coalition.v1.MatchingCampaign\"x\n\x13\x43reatePledgeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12$\n\x06pledge\x18\x03 \x01(\x0b\x32\x14.coalition.v1.Pledge\"<\n\x14\x43reatePledgeResponse\x12$\n\x06pledge\x18\x01 \x01(\x0b\x32\x14.coalition.v1.Pledge\"|\n\x12ListPledgesRequest\x12\'\n\x06member\x18\x01 \x01(\x0b\x32\x17.coalition.v1.MemberRef\x12\x16\n\x0eshow_cancelled\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x13ListPledgesResponse\x12%\n\x07pledges\x18\x01 \x03(\x0b\x32\x14.coalition.v1.Pledge\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x13\x43\x61ncelPledgeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"<\n\x14\x43\x61ncelPledgeResponse\x12$\n\x06pledge\x18\x01 \x01(\x0b\x32\x14.coalition.v1.Pledge*\x8d\x01\n\x0c\x44onationKind\x12\x1d\n\x19\x44ONATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44ONATION_KIND_ONE_OFF\x10\x01\x12 \n\x1c\x44ONATION_KIND_MONTHLY_PLEDGE\x10\x02\x12!\n\x1d\x44ONATION_KIND_EXPIRING_PLEDGE\x10\x03*\\\n\nPledgeKind\x12\x1b\n\x17PLEDGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PLEDGE_KIND_MONTHLY\x10\x01\x12\x18\n\x14PLEDGE_KIND_EXPIRING\x10\x02*y\n\rReceiptFormat\x12\x1e\n\x1aRECEIPT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13RECEIPT_FORMAT_DATA\x10\x01\x12\x17\n\x13RECEIPT_FORMAT_HTML\x10\x02\x12\x16\n\x12RECEIPT_FORMAT_PDF\x10\x03\x32\xda\x07\n\x0f\x44onationService\x12X\n\rListCharities\x12\".coalition.v1.ListCharitiesRequest\x1a#.coalition.v1.ListCharitiesResponse\x12U\n\x0c\x44onatePoints\x12!.coalition.v1.DonatePointsRequest\x1a\".coalition.v1.DonatePointsResponse\x12g\n\x12GetDonationReceipt\x12\'.coalition.v1.GetDonationReceiptRequest\x1a(.coalition.v1.GetDonationReceiptResponse\x12X\n\rListDonations\x12\".coalition.v1.ListDonationsRequest\x1a#.coalition.v1.ListDonationsResponse\x12s\n\x16\x43reateMatchingCampaign\x12+.coalition.v1.CreateMatchingCampaignRequest\x1a,.coalition.v1.CreateMatchingCampaignResponse\x12p\n\x15ListMatchingCampaigns\x12*.coalition.v1.ListMatchingCampaignsRequest\x1a+.coalition.v1.ListMatchingCampaignsResponse\x12j\n\x13\x45ndMatchingCampaign\x12(.coalition.v1.EndMatchingCampaignRequest\x1a).coalition.v1.EndMatchingCampaignResponse\x12U\n\x0c\x43reatePledge\x12!.coalition.v1.CreatePledgeRequest\x1a\".coalition.v1.CreatePledgeResponse\x12R\n\x0bListPledges\x12 .coalition.v1.ListPledgesRequest\x1a!.coalition.v1.ListPledgesResponse\x12U\n\x0c\x43\x61ncelPledge\x12!.coalition.v1.CancelPledgeRequest\x1a\".coalition.v1.CancelPledgeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coalition.v1.donations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECEIPTFORMAT']._serialized_start=1754
-  _globals['_RECEIPTFORMAT']._serialized_end=1875
+  _globals['_DONATIONKIND']._serialized_start=3528
+  _globals['_DONATIONKIND']._serialized_end=3669
+  _globals['_PLEDGEKIND']._serialized_start=3671
+  _globals['_PLEDGEKIND']._serialized_end=3763
+  _globals['_RECEIPTFORMAT']._serialized_start=3765
+  _globals['_RECEIPTFORMAT']._serialized_end=3886
   _globals['_CHARITY']._serialized_start=107
   _globals['_CHARITY']._serialized_end=330
   _globals['_DONATION']._serialized_start=333
-  _globals['_DONATION']._serialized_end=630
-  _globals['_DONATIONRECEIPT']._serialized_start=633
-  _globals['_DONATIONRECEIPT']._serialized_end=967
-  _globals['_LISTCHARITIESREQUEST']._serialized_start=969
-  _globals['_LISTCHARITIESREQUEST']._serialized_end=1045
-  _globals['_LISTCHARITIESRESPONSE']._serialized_start=1047
-  _globals['_LISTCHARITIESRESPONSE']._serialized_end=1137
-  _globals['_DONATEPOINTSREQUEST']._serialized_start=1139
-  _globals['_DONATEPOINTSREQUEST']._serialized_end=1254
-  _globals['_DONATEPOINTSRESPONSE']._serialized_start=1256
-  _globals['_DONATEPOINTSRESPONSE']._serialized_end=1374
-  _globals['_GETDONATIONRECEIPTREQUEST']._serialized_start=1376
-  _globals['_GETDONATIONRECEIPTREQUEST']._serialized_end=1462
-  _globals['_GETDONATIONRECEIPTRESPONSE']._serialized_start=1464
-  _globals['_GETDONATIONRECEIPTRESPONSE']._serialized_end=1580
-  _globals['_LISTDONATIONSREQUEST']._serialized_start=1582
-  _globals['_LISTDONATIONSREQUEST']._serialized_end=1659
-  _globals['_LISTDONATIONSRESPONSE']._serialized_start=1661
-  _globals['_LISTDONATIONSRESPONSE']._serialized_end=1752
-  _globals['_DONATIONSERVICE']._serialized_start=1878
-  _globals['_DONATIONSERVICE']._serialized_end=2267
+  _globals['_DONATION']._serialized_end=688
+  _globals['_MATCHINGCAMPAIGN']._serialized_start=691
+  _globals['_MATCHINGCAMPAIGN']._serialized_end=992
+  _globals['_PLEDGE']._serialized_start=995
+  _globals['_PLEDGE']._serialized_end=1307
+  _globals['_DONATIONRECEIPT']._serialized_start=1310
+  _globals['_DONATIONRECEIPT']._serialized_end=1644
+  _globals['_LISTCHARITIESREQUEST']._serialized_start=1646
+  _globals['_LISTCHARITIESREQUEST']._serialized_end=1722
+  _globals['_LISTCHARITIESRESPONSE']._serialized_start=1724
+  _globals['_LISTCHARITIESRESPONSE']._serialized_end=1814
+  _globals['_DONATEPOINTSREQUEST']._serialized_start=1816
+  _globals['_DONATEPOINTSREQUEST']._serialized_end=1931
+  _globals['_DONATEPOINTSRESPONSE']._serialized_start=1933
+  _globals['_DONATEPOINTSRESPONSE']._serialized_end=2051
+  _globals['_GETDONATIONRECEIPTREQUEST']._serialized_start=2053
+  _globals['_GETDONATIONRECEIPTREQUEST']._serialized_end=2139
+  _globals['_GETDONATIONRECEIPTRESPONSE']._serialized_start=2141
+  _globals['_GETDONATIONRECEIPTRESPONSE']._serialized_end=2257
+  _globals['_LISTDONATIONSREQUEST']._serialized_start=2259
+  _globals['_LISTDONATIONSREQUEST']._serialized_end=2336
+  _globals['_LISTDONATIONSRESPONSE']._serialized_start=2338
+  _globals['_LISTDONATIONSRESPONSE']._serialized_end=2429
+  _globals['_CREATEMATCHINGCAMPAIGNREQUEST']._serialized_start=2431
+  _globals['_CREATEMATCHINGCAMPAIGNREQUEST']._serialized_end=2557
+  _globals['_CREATEMATCHINGCAMPAIGNRESPONSE']._serialized_start=2559
+  _globals['_CREATEMATCHINGCAMPAIGNRESPONSE']._serialized_end=2650
+  _globals['_LISTMATCHINGCAMPAIGNSREQUEST']._serialized_start=2652
+  _globals['_LISTMATCHINGCAMPAIGNSREQUEST']._serialized_end=2737
+  _globals['_LISTMATCHINGCAMPAIGNSRESPONSE']._serialized_start=2739
+  _globals['_LISTMATCHINGCAMPAIGNSRESPONSE']._serialized_end=2855
+  _globals['_ENDMATCHINGCAMPAIGNREQUEST']._serialized_start=2857
+  _globals['_ENDMATCHINGCAMPAIGNREQUEST']._serialized_end=2919
+  _globals['_ENDMATCHINGCAMPAIGNRESPONSE']._serialized_start=2921
+  _globals['_ENDMATCHINGCAMPAIGNRESPONSE']._serialized_end=3009
+  _globals['_CREATEPLEDGEREQUEST']._serialized_start=3011
+  _globals['_CREATEPLEDGEREQUEST']._serialized_end=3131
+  _globals['_CREATEPLEDGERESPONSE']._serialized_start=3133
+  _globals['_CREATEPLEDGERESPONSE']._serialized_end=3193
+  _globals['_LISTPLEDGESREQUEST']._serialized_start=3195
+  _globals['_LISTPLEDGESREQUEST']._serialized_end=3319
+  _globals['_LISTPLEDGESRESPONSE']._serialized_start=3321
+  _globals['_LISTPLEDGESRESPONSE']._serialized_end=3406
+  _globals['_CANCELPLEDGEREQUEST']._serialized_start=3408
+  _globals['_CANCELPLEDGEREQUEST']._serialized_end=3463
+  _globals['_CANCELPLEDGERESPONSE']._serialized_start=3465
+  _globals['_CANCELPLEDGERESPONSE']._serialized_end=3525
+  _globals['_DONATIONSERVICE']._serialized_start=3889
+  _globals['_DONATIONSERVICE']._serialized_end=4875
 # @@protoc_insertion_point(module_scope)

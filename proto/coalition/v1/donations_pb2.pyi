@@ -21,6 +21,54 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DonationKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DonationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DonationKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DONATION_KIND_UNSPECIFIED: _DonationKind.ValueType  # 0
+    DONATION_KIND_ONE_OFF: _DonationKind.ValueType  # 1
+    """DonatePoints."""
+    DONATION_KIND_MONTHLY_PLEDGE: _DonationKind.ValueType  # 2
+    """A MONTHLY pledge's donation."""
+    DONATION_KIND_EXPIRING_PLEDGE: _DonationKind.ValueType  # 3
+    """Points that expired and went to the charity under an EXPIRING pledge (never matched)."""
+
+class DonationKind(_DonationKind, metaclass=_DonationKindEnumTypeWrapper):
+    """Why a donation was made."""
+
+DONATION_KIND_UNSPECIFIED: DonationKind.ValueType  # 0
+DONATION_KIND_ONE_OFF: DonationKind.ValueType  # 1
+"""DonatePoints."""
+DONATION_KIND_MONTHLY_PLEDGE: DonationKind.ValueType  # 2
+"""A MONTHLY pledge's donation."""
+DONATION_KIND_EXPIRING_PLEDGE: DonationKind.ValueType  # 3
+"""Points that expired and went to the charity under an EXPIRING pledge (never matched)."""
+Global___DonationKind: _TypeAlias = DonationKind  # noqa: Y015
+
+class _PledgeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PledgeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PledgeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLEDGE_KIND_UNSPECIFIED: _PledgeKind.ValueType  # 0
+    PLEDGE_KIND_MONTHLY: _PledgeKind.ValueType  # 1
+    """A fixed number of points every month."""
+    PLEDGE_KIND_EXPIRING: _PledgeKind.ValueType  # 2
+    """The member's points that would expire, instead of losing them."""
+
+class PledgeKind(_PledgeKind, metaclass=_PledgeKindEnumTypeWrapper):
+    """What a pledge gives."""
+
+PLEDGE_KIND_UNSPECIFIED: PledgeKind.ValueType  # 0
+PLEDGE_KIND_MONTHLY: PledgeKind.ValueType  # 1
+"""A fixed number of points every month."""
+PLEDGE_KIND_EXPIRING: PledgeKind.ValueType  # 2
+"""The member's points that would expire, instead of losing them."""
+Global___PledgeKind: _TypeAlias = PledgeKind  # noqa: Y015
+
 class _ReceiptFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -121,6 +169,8 @@ class Donation(_message.Message):
     RECEIPT_NUMBER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     TRANSACTION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PLEDGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"charities/{charity}/donations/{donation}"."""
     member: _builtins.str
@@ -137,6 +187,10 @@ class Donation(_message.Message):
     """Unique, human-readable receipt number (for the donor's tax records)."""
     transaction: _builtins.str
     """The member's DONATION transaction: "members/{member}/transactions/{transaction}"."""
+    kind: Global___DonationKind.ValueType
+    """Why it was made."""
+    pledge: _builtins.str
+    """The pledge it was made under ("members/{member}/pledges/{pledge}"); empty for ONE_OFF."""
     @_builtins.property
     def value(self) -> _common_pb2.Money:
         """Money value of points at the charity's value_per_thousand_points."""
@@ -161,14 +215,143 @@ class Donation(_message.Message):
         receipt_number: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         transaction: _builtins.str = ...,
+        kind: Global___DonationKind.ValueType = ...,
+        pledge: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "matched_value", b"matched_value", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["charity", b"charity", "create_time", b"create_time", "matched_points", b"matched_points", "matched_value", b"matched_value", "matching_sponsor", b"matching_sponsor", "member", b"member", "name", b"name", "points", b"points", "receipt_number", b"receipt_number", "transaction", b"transaction", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charity", b"charity", "create_time", b"create_time", "kind", b"kind", "matched_points", b"matched_points", "matched_value", b"matched_value", "matching_sponsor", b"matching_sponsor", "member", b"member", "name", b"name", "pledge", b"pledge", "points", b"points", "receipt_number", b"receipt_number", "transaction", b"transaction", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Donation: _TypeAlias = Donation  # noqa: Y015
+
+@_typing.final
+class MatchingCampaign(_message.Message):
+    """A sponsor's promise to match donations to one charity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SPONSOR_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    BUDGET_POINTS_FIELD_NUMBER: _builtins.int
+    SPENT_POINTS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    STOP_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"charities/{charity}/matchingCampaigns/{campaign}". Output only."""
+    sponsor: _builtins.str
+    """The sponsoring partner: "partners/{partner}". Empty means the caller."""
+    percent: _builtins.int
+    """Matched points per 100 donated, 1 to 1,000 (100 = one for one)."""
+    budget_points: _builtins.int
+    """The most points the sponsor matches over the campaign."""
+    spent_points: _builtins.int
+    """Matched points paid so far. Output only."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When matching starts; unset or past means now."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When matching ends (exclusive); at most 732 days after the start. Required."""
+
+    @_builtins.property
+    def stop_time(self) -> _timestamp_pb2.Timestamp:
+        """When EndMatchingCampaign stopped it; unset otherwise. Output only."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sponsor: _builtins.str = ...,
+        percent: _builtins.int = ...,
+        budget_points: _builtins.int = ...,
+        spent_points: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        stop_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time", "stop_time", b"stop_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_points", b"budget_points", "create_time", b"create_time", "end_time", b"end_time", "name", b"name", "percent", b"percent", "spent_points", b"spent_points", "sponsor", b"sponsor", "start_time", b"start_time", "stop_time", b"stop_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchingCampaign: _TypeAlias = MatchingCampaign  # noqa: Y015
+
+@_typing.final
+class Pledge(_message.Message):
+    """A member's standing promise to a charity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CHARITY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_DONATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    PARTNER_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"members/{member}/pledges/{pledge}". Output only."""
+    charity: _builtins.str
+    """"charities/{charity}". Required."""
+    kind: Global___PledgeKind.ValueType
+    """Required."""
+    points: _builtins.int
+    """MONTHLY: points given each month, at least the charity's minimum. EXPIRING: must be 0."""
+    partner: _builtins.str
+    """"partners/{partner}" that took the pledge; empty for the operator. Output only."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """MONTHLY: the first donation; later ones fall on the same day of the month (or the last day
+        of a shorter month). Unset or past means now; at most 366 days ahead. EXPIRING pledges
+        start at once, whatever it says.
+        """
+
+    @_builtins.property
+    def next_donate_time(self) -> _timestamp_pb2.Timestamp:
+        """MONTHLY: when the next donation is due; unset once cancelled. Output only."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    @_builtins.property
+    def cancel_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was cancelled; unset while it lasts. Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        charity: _builtins.str = ...,
+        kind: Global___PledgeKind.ValueType = ...,
+        points: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        next_donate_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_time: _timestamp_pb2.Timestamp | None = ...,
+        partner: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "create_time", b"create_time", "next_donate_time", b"next_donate_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "charity", b"charity", "create_time", b"create_time", "kind", b"kind", "name", b"name", "next_donate_time", b"next_donate_time", "partner", b"partner", "points", b"points", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pledge: _TypeAlias = Pledge  # noqa: Y015
 
 @_typing.final
 class DonationReceipt(_message.Message):
@@ -473,3 +656,327 @@ class ListDonationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDonationsResponse: _TypeAlias = ListDonationsResponse  # noqa: Y015
+
+@_typing.final
+class CreateMatchingCampaignRequest(_message.Message):
+    """Starts a matching campaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    MATCHING_CAMPAIGN_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key, at most 64 characters, unique per calling partner."""
+    parent: _builtins.str
+    """The charity matched: "charities/{charity}"."""
+    @_builtins.property
+    def matching_campaign(self) -> Global___MatchingCampaign:
+        """The campaign; name, spent_points, stop_time and create_time are ignored."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        parent: _builtins.str = ...,
+        matching_campaign: Global___MatchingCampaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["matching_campaign", b"matching_campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matching_campaign", b"matching_campaign", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMatchingCampaignRequest: _TypeAlias = CreateMatchingCampaignRequest  # noqa: Y015
+
+@_typing.final
+class CreateMatchingCampaignResponse(_message.Message):
+    """The campaign started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHING_CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def matching_campaign(self) -> Global___MatchingCampaign: ...
+    def __init__(
+        self,
+        *,
+        matching_campaign: Global___MatchingCampaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["matching_campaign", b"matching_campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matching_campaign", b"matching_campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMatchingCampaignResponse: _TypeAlias = CreateMatchingCampaignResponse  # noqa: Y015
+
+@_typing.final
+class ListMatchingCampaignsRequest(_message.Message):
+    """Lists matching campaigns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"charities/{charity}"."""
+    page_size: _builtins.int
+    """At most 100; 0 means 50."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMatchingCampaignsRequest: _TypeAlias = ListMatchingCampaignsRequest  # noqa: Y015
+
+@_typing.final
+class ListMatchingCampaignsResponse(_message.Message):
+    """A page of matching campaigns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHING_CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def matching_campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchingCampaign]: ...
+    def __init__(
+        self,
+        *,
+        matching_campaigns: _abc.Iterable[Global___MatchingCampaign] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matching_campaigns", b"matching_campaigns", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMatchingCampaignsResponse: _TypeAlias = ListMatchingCampaignsResponse  # noqa: Y015
+
+@_typing.final
+class EndMatchingCampaignRequest(_message.Message):
+    """Ends a matching campaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key, at most 64 characters, unique per calling partner."""
+    name: _builtins.str
+    """"charities/{charity}/matchingCampaigns/{campaign}"."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndMatchingCampaignRequest: _TypeAlias = EndMatchingCampaignRequest  # noqa: Y015
+
+@_typing.final
+class EndMatchingCampaignResponse(_message.Message):
+    """The campaign as ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHING_CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def matching_campaign(self) -> Global___MatchingCampaign: ...
+    def __init__(
+        self,
+        *,
+        matching_campaign: Global___MatchingCampaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["matching_campaign", b"matching_campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matching_campaign", b"matching_campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndMatchingCampaignResponse: _TypeAlias = EndMatchingCampaignResponse  # noqa: Y015
+
+@_typing.final
+class CreatePledgeRequest(_message.Message):
+    """Records a pledge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    PLEDGE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key, at most 64 characters, unique per calling partner."""
+    @_builtins.property
+    def member(self) -> _common_pb2.MemberRef:
+        """The member pledging."""
+
+    @_builtins.property
+    def pledge(self) -> Global___Pledge:
+        """The pledge; name, next_donate_time, create_time, cancel_time and partner are ignored."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        member: _common_pb2.MemberRef | None = ...,
+        pledge: Global___Pledge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "pledge", b"pledge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "pledge", b"pledge", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePledgeRequest: _TypeAlias = CreatePledgeRequest  # noqa: Y015
+
+@_typing.final
+class CreatePledgeResponse(_message.Message):
+    """The pledge recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLEDGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pledge(self) -> Global___Pledge: ...
+    def __init__(
+        self,
+        *,
+        pledge: Global___Pledge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pledge", b"pledge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pledge", b"pledge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePledgeResponse: _TypeAlias = CreatePledgeResponse  # noqa: Y015
+
+@_typing.final
+class ListPledgesRequest(_message.Message):
+    """Lists a member's pledges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    SHOW_CANCELLED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    show_cancelled: _builtins.bool
+    """Include cancelled pledges."""
+    page_size: _builtins.int
+    """At most 100; 0 means 50."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    @_builtins.property
+    def member(self) -> _common_pb2.MemberRef:
+        """The member."""
+
+    def __init__(
+        self,
+        *,
+        member: _common_pb2.MemberRef | None = ...,
+        show_cancelled: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "page_size", b"page_size", "page_token", b"page_token", "show_cancelled", b"show_cancelled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPledgesRequest: _TypeAlias = ListPledgesRequest  # noqa: Y015
+
+@_typing.final
+class ListPledgesResponse(_message.Message):
+    """A page of pledges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLEDGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def pledges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pledge]: ...
+    def __init__(
+        self,
+        *,
+        pledges: _abc.Iterable[Global___Pledge] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "pledges", b"pledges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPledgesResponse: _TypeAlias = ListPledgesResponse  # noqa: Y015
+
+@_typing.final
+class CancelPledgeRequest(_message.Message):
+    """Cancels a pledge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key, at most 64 characters, unique per calling partner."""
+    name: _builtins.str
+    """"members/{member}/pledges/{pledge}"."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelPledgeRequest: _TypeAlias = CancelPledgeRequest  # noqa: Y015
+
+@_typing.final
+class CancelPledgeResponse(_message.Message):
+    """The pledge as cancelled."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLEDGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pledge(self) -> Global___Pledge: ...
+    def __init__(
+        self,
+        *,
+        pledge: Global___Pledge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pledge", b"pledge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pledge", b"pledge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelPledgeResponse: _TypeAlias = CancelPledgeResponse  # noqa: Y015

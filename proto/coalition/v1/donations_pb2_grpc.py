@@ -65,6 +65,36 @@ class DonationServiceStub:
                 request_serializer=coalition_dot_v1_dot_donations__pb2.ListDonationsRequest.SerializeToString,
                 response_deserializer=coalition_dot_v1_dot_donations__pb2.ListDonationsResponse.FromString,
                 _registered_method=True)
+        self.CreateMatchingCampaign = channel.unary_unary(
+                '/coalition.v1.DonationService/CreateMatchingCampaign',
+                request_serializer=coalition_dot_v1_dot_donations__pb2.CreateMatchingCampaignRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_donations__pb2.CreateMatchingCampaignResponse.FromString,
+                _registered_method=True)
+        self.ListMatchingCampaigns = channel.unary_unary(
+                '/coalition.v1.DonationService/ListMatchingCampaigns',
+                request_serializer=coalition_dot_v1_dot_donations__pb2.ListMatchingCampaignsRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_donations__pb2.ListMatchingCampaignsResponse.FromString,
+                _registered_method=True)
+        self.EndMatchingCampaign = channel.unary_unary(
+                '/coalition.v1.DonationService/EndMatchingCampaign',
+                request_serializer=coalition_dot_v1_dot_donations__pb2.EndMatchingCampaignRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_donations__pb2.EndMatchingCampaignResponse.FromString,
+                _registered_method=True)
+        self.CreatePledge = channel.unary_unary(
+                '/coalition.v1.DonationService/CreatePledge',
+                request_serializer=coalition_dot_v1_dot_donations__pb2.CreatePledgeRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_donations__pb2.CreatePledgeResponse.FromString,
+                _registered_method=True)
+        self.ListPledges = channel.unary_unary(
+                '/coalition.v1.DonationService/ListPledges',
+                request_serializer=coalition_dot_v1_dot_donations__pb2.ListPledgesRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_donations__pb2.ListPledgesResponse.FromString,
+                _registered_method=True)
+        self.CancelPledge = channel.unary_unary(
+                '/coalition.v1.DonationService/CancelPledge',
+                request_serializer=coalition_dot_v1_dot_donations__pb2.CancelPledgeRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_donations__pb2.CancelPledgeResponse.FromString,
+                _registered_method=True)
 
 
 class DonationServiceServicer:
@@ -96,8 +126,9 @@ class DonationServiceServicer:
         assigns a receipt number.
         Who: the operator (member apps) or any partner on behalf of a member.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT
-        (INVALID_LOYALTY_NUMBER, INVALID_POINTS), FAILED_PRECONDITION (INSUFFICIENT_POINTS,
-        BELOW_MINIMUM_DONATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
+        (INVALID_LOYALTY_NUMBER, INVALID_POINTS, INVALID_CHARITY_NAME), FAILED_PRECONDITION
+        (INSUFFICIENT_POINTS, NEGATIVE_BALANCE, BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,7 +137,8 @@ class DonationServiceServicer:
     def GetDonationReceipt(self, request, context):
         """Returns a donation's receipt, as data only or rendered as an HTML or PDF document.
         Who: the charity that received the donation, or the operator (member apps).
-        Errors: NOT_FOUND (DONATION_NOT_FOUND), INVALID_ARGUMENT (INVALID_RECEIPT_FORMAT).
+        Errors: NOT_FOUND (DONATION_NOT_FOUND: also another charity's donation), INVALID_ARGUMENT
+        (INVALID_DONATION_NAME, INVALID_RECEIPT_FORMAT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +150,76 @@ class DonationServiceServicer:
         Who: a charity only for its own parent; the operator for any parent.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), PERMISSION_DENIED
         (PARTNER_NOT_AUTHORIZED), INVALID_ARGUMENT (INVALID_PARENT, INVALID_PAGE_TOKEN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMatchingCampaign(self, request, context):
+        """Starts a matching campaign: the sponsor adds `percent` points per 100 donated to the
+        charity while the campaign runs, until its budget is spent. The donation that reaches the
+        budget is matched in part; later ones are not. Only one campaign matches a charity at a
+        time, so a campaign overlapping another for the same charity is refused.
+        Who: the operator, or a partner (not a charity) sponsoring in its own name.
+        Errors: NOT_FOUND (CHARITY_NOT_FOUND, PARTNER_NOT_FOUND), INVALID_ARGUMENT
+        (INVALID_CHARITY_NAME, INVALID_PARTNER_NAME, MISSING_SPONSOR, INVALID_TIMESTAMP,
+        INVALID_TIME_RANGE, OUT_OF_RANGE, SPONSOR_IS_CHARITY), PERMISSION_DENIED
+        (PARTNER_NOT_AUTHORIZED: a charity, or a sponsor other than the caller),
+        FAILED_PRECONDITION (MATCHING_OVERLAP).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMatchingCampaigns(self, request, context):
+        """Lists a charity's matching campaigns, newest first, with what each has spent.
+        Who: the operator; the charity itself; another partner sees the campaigns it sponsors.
+        Errors: NOT_FOUND (CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndMatchingCampaign(self, request, context):
+        """Ends a matching campaign now; donations from now on are not matched.
+        Who: the operator or the sponsor.
+        Errors: NOT_FOUND (MATCHING_CAMPAIGN_NOT_FOUND: also another sponsor's), INVALID_ARGUMENT
+        (INVALID_MATCHING_CAMPAIGN_NAME), FAILED_PRECONDITION (CAMPAIGN_ENDED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePledge(self, request, context):
+        """Records a member's pledge: MONTHLY gives `points` every month from start_time (a month the
+        member cannot afford is skipped, and they are told); EXPIRING gives the points that would
+        expire to the charity instead. A member has at most one EXPIRING pledge and 10 MONTHLY.
+        Who: the operator (member apps) or any partner but a charity, on behalf of the member.
+        Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_POINTS,
+        POINTS_NOT_ALLOWED, INVALID_PLEDGE_KIND, INVALID_TIMESTAMP, INVALID_TIME_RANGE),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), FAILED_PRECONDITION
+        (BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING, PLEDGE_EXISTS, TOO_MANY_PLEDGES).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPledges(self, request, context):
+        """Lists a member's pledges, newest first.
+        Who: the operator or any partner but a charity.
+        Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelPledge(self, request, context):
+        """Cancels a pledge; nothing more is given under it.
+        Who: the operator, or the partner that took the pledge.
+        Errors: NOT_FOUND (PLEDGE_NOT_FOUND), INVALID_ARGUMENT (INVALID_PLEDGE_NAME),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity, or another partner's pledge),
+        FAILED_PRECONDITION (PLEDGE_CANCELLED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +247,36 @@ def add_DonationServiceServicer_to_server(servicer, server):
                     servicer.ListDonations,
                     request_deserializer=coalition_dot_v1_dot_donations__pb2.ListDonationsRequest.FromString,
                     response_serializer=coalition_dot_v1_dot_donations__pb2.ListDonationsResponse.SerializeToString,
+            ),
+            'CreateMatchingCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMatchingCampaign,
+                    request_deserializer=coalition_dot_v1_dot_donations__pb2.CreateMatchingCampaignRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_donations__pb2.CreateMatchingCampaignResponse.SerializeToString,
+            ),
+            'ListMatchingCampaigns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMatchingCampaigns,
+                    request_deserializer=coalition_dot_v1_dot_donations__pb2.ListMatchingCampaignsRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_donations__pb2.ListMatchingCampaignsResponse.SerializeToString,
+            ),
+            'EndMatchingCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndMatchingCampaign,
+                    request_deserializer=coalition_dot_v1_dot_donations__pb2.EndMatchingCampaignRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_donations__pb2.EndMatchingCampaignResponse.SerializeToString,
+            ),
+            'CreatePledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePledge,
+                    request_deserializer=coalition_dot_v1_dot_donations__pb2.CreatePledgeRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_donations__pb2.CreatePledgeResponse.SerializeToString,
+            ),
+            'ListPledges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPledges,
+                    request_deserializer=coalition_dot_v1_dot_donations__pb2.ListPledgesRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_donations__pb2.ListPledgesResponse.SerializeToString,
+            ),
+            'CancelPledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPledge,
+                    request_deserializer=coalition_dot_v1_dot_donations__pb2.CancelPledgeRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_donations__pb2.CancelPledgeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +398,168 @@ class DonationService:
             '/coalition.v1.DonationService/ListDonations',
             coalition_dot_v1_dot_donations__pb2.ListDonationsRequest.SerializeToString,
             coalition_dot_v1_dot_donations__pb2.ListDonationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMatchingCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.DonationService/CreateMatchingCampaign',
+            coalition_dot_v1_dot_donations__pb2.CreateMatchingCampaignRequest.SerializeToString,
+            coalition_dot_v1_dot_donations__pb2.CreateMatchingCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMatchingCampaigns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.DonationService/ListMatchingCampaigns',
+            coalition_dot_v1_dot_donations__pb2.ListMatchingCampaignsRequest.SerializeToString,
+            coalition_dot_v1_dot_donations__pb2.ListMatchingCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndMatchingCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.DonationService/EndMatchingCampaign',
+            coalition_dot_v1_dot_donations__pb2.EndMatchingCampaignRequest.SerializeToString,
+            coalition_dot_v1_dot_donations__pb2.EndMatchingCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.DonationService/CreatePledge',
+            coalition_dot_v1_dot_donations__pb2.CreatePledgeRequest.SerializeToString,
+            coalition_dot_v1_dot_donations__pb2.CreatePledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPledges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.DonationService/ListPledges',
+            coalition_dot_v1_dot_donations__pb2.ListPledgesRequest.SerializeToString,
+            coalition_dot_v1_dot_donations__pb2.ListPledgesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.DonationService/CancelPledge',
+            coalition_dot_v1_dot_donations__pb2.CancelPledgeRequest.SerializeToString,
+            coalition_dot_v1_dot_donations__pb2.CancelPledgeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,13 +55,15 @@ class DonationServiceStub:
     assigns a receipt number.
     Who: the operator (member apps) or any partner on behalf of a member.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT
-    (INVALID_LOYALTY_NUMBER, INVALID_POINTS), FAILED_PRECONDITION (INSUFFICIENT_POINTS,
-    BELOW_MINIMUM_DONATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    (INVALID_LOYALTY_NUMBER, INVALID_POINTS, INVALID_CHARITY_NAME), FAILED_PRECONDITION
+    (INSUFFICIENT_POINTS, NEGATIVE_BALANCE, BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     GetDonationReceipt: _grpc.UnaryUnaryMultiCallable[_donations_pb2.GetDonationReceiptRequest, _donations_pb2.GetDonationReceiptResponse]
     """Returns a donation's receipt, as data only or rendered as an HTML or PDF document.
     Who: the charity that received the donation, or the operator (member apps).
-    Errors: NOT_FOUND (DONATION_NOT_FOUND), INVALID_ARGUMENT (INVALID_RECEIPT_FORMAT).
+    Errors: NOT_FOUND (DONATION_NOT_FOUND: also another charity's donation), INVALID_ARGUMENT
+    (INVALID_DONATION_NAME, INVALID_RECEIPT_FORMAT).
     """
     ListDonations: _grpc.UnaryUnaryMultiCallable[_donations_pb2.ListDonationsRequest, _donations_pb2.ListDonationsResponse]
     """Lists donations, newest first: a member's (parent "members/{member}") or a charity's
@@ -69,6 +71,52 @@ class DonationServiceStub:
     Who: a charity only for its own parent; the operator for any parent.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), PERMISSION_DENIED
     (PARTNER_NOT_AUTHORIZED), INVALID_ARGUMENT (INVALID_PARENT, INVALID_PAGE_TOKEN).
+    """
+    CreateMatchingCampaign: _grpc.UnaryUnaryMultiCallable[_donations_pb2.CreateMatchingCampaignRequest, _donations_pb2.CreateMatchingCampaignResponse]
+    """Starts a matching campaign: the sponsor adds `percent` points per 100 donated to the
+    charity while the campaign runs, until its budget is spent. The donation that reaches the
+    budget is matched in part; later ones are not. Only one campaign matches a charity at a
+    time, so a campaign overlapping another for the same charity is refused.
+    Who: the operator, or a partner (not a charity) sponsoring in its own name.
+    Errors: NOT_FOUND (CHARITY_NOT_FOUND, PARTNER_NOT_FOUND), INVALID_ARGUMENT
+    (INVALID_CHARITY_NAME, INVALID_PARTNER_NAME, MISSING_SPONSOR, INVALID_TIMESTAMP,
+    INVALID_TIME_RANGE, OUT_OF_RANGE, SPONSOR_IS_CHARITY), PERMISSION_DENIED
+    (PARTNER_NOT_AUTHORIZED: a charity, or a sponsor other than the caller),
+    FAILED_PRECONDITION (MATCHING_OVERLAP).
+    """
+    ListMatchingCampaigns: _grpc.UnaryUnaryMultiCallable[_donations_pb2.ListMatchingCampaignsRequest, _donations_pb2.ListMatchingCampaignsResponse]
+    """Lists a charity's matching campaigns, newest first, with what each has spent.
+    Who: the operator; the charity itself; another partner sees the campaigns it sponsors.
+    Errors: NOT_FOUND (CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+    """
+    EndMatchingCampaign: _grpc.UnaryUnaryMultiCallable[_donations_pb2.EndMatchingCampaignRequest, _donations_pb2.EndMatchingCampaignResponse]
+    """Ends a matching campaign now; donations from now on are not matched.
+    Who: the operator or the sponsor.
+    Errors: NOT_FOUND (MATCHING_CAMPAIGN_NOT_FOUND: also another sponsor's), INVALID_ARGUMENT
+    (INVALID_MATCHING_CAMPAIGN_NAME), FAILED_PRECONDITION (CAMPAIGN_ENDED).
+    """
+    CreatePledge: _grpc.UnaryUnaryMultiCallable[_donations_pb2.CreatePledgeRequest, _donations_pb2.CreatePledgeResponse]
+    """Records a member's pledge: MONTHLY gives `points` every month from start_time (a month the
+    member cannot afford is skipped, and they are told); EXPIRING gives the points that would
+    expire to the charity instead. A member has at most one EXPIRING pledge and 10 MONTHLY.
+    Who: the operator (member apps) or any partner but a charity, on behalf of the member.
+    Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_POINTS,
+    POINTS_NOT_ALLOWED, INVALID_PLEDGE_KIND, INVALID_TIMESTAMP, INVALID_TIME_RANGE),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), FAILED_PRECONDITION
+    (BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING, PLEDGE_EXISTS, TOO_MANY_PLEDGES).
+    """
+    ListPledges: _grpc.UnaryUnaryMultiCallable[_donations_pb2.ListPledgesRequest, _donations_pb2.ListPledgesResponse]
+    """Lists a member's pledges, newest first.
+    Who: the operator or any partner but a charity.
+    Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity).
+    """
+    CancelPledge: _grpc.UnaryUnaryMultiCallable[_donations_pb2.CancelPledgeRequest, _donations_pb2.CancelPledgeResponse]
+    """Cancels a pledge; nothing more is given under it.
+    Who: the operator, or the partner that took the pledge.
+    Errors: NOT_FOUND (PLEDGE_NOT_FOUND), INVALID_ARGUMENT (INVALID_PLEDGE_NAME),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity, or another partner's pledge),
+    FAILED_PRECONDITION (PLEDGE_CANCELLED).
     """
 
 @_typing.type_check_only
@@ -98,13 +146,15 @@ class DonationServiceAsyncStub(DonationServiceStub):
     assigns a receipt number.
     Who: the operator (member apps) or any partner on behalf of a member.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT
-    (INVALID_LOYALTY_NUMBER, INVALID_POINTS), FAILED_PRECONDITION (INSUFFICIENT_POINTS,
-    BELOW_MINIMUM_DONATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    (INVALID_LOYALTY_NUMBER, INVALID_POINTS, INVALID_CHARITY_NAME), FAILED_PRECONDITION
+    (INSUFFICIENT_POINTS, NEGATIVE_BALANCE, BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), ALREADY_EXISTS (REQUEST_ID_REUSED).
     """
     GetDonationReceipt: _aio.UnaryUnaryMultiCallable[_donations_pb2.GetDonationReceiptRequest, _donations_pb2.GetDonationReceiptResponse]  # type: ignore[assignment]
     """Returns a donation's receipt, as data only or rendered as an HTML or PDF document.
     Who: the charity that received the donation, or the operator (member apps).
-    Errors: NOT_FOUND (DONATION_NOT_FOUND), INVALID_ARGUMENT (INVALID_RECEIPT_FORMAT).
+    Errors: NOT_FOUND (DONATION_NOT_FOUND: also another charity's donation), INVALID_ARGUMENT
+    (INVALID_DONATION_NAME, INVALID_RECEIPT_FORMAT).
     """
     ListDonations: _aio.UnaryUnaryMultiCallable[_donations_pb2.ListDonationsRequest, _donations_pb2.ListDonationsResponse]  # type: ignore[assignment]
     """Lists donations, newest first: a member's (parent "members/{member}") or a charity's
@@ -112,6 +162,52 @@ class DonationServiceAsyncStub(DonationServiceStub):
     Who: a charity only for its own parent; the operator for any parent.
     Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), PERMISSION_DENIED
     (PARTNER_NOT_AUTHORIZED), INVALID_ARGUMENT (INVALID_PARENT, INVALID_PAGE_TOKEN).
+    """
+    CreateMatchingCampaign: _aio.UnaryUnaryMultiCallable[_donations_pb2.CreateMatchingCampaignRequest, _donations_pb2.CreateMatchingCampaignResponse]  # type: ignore[assignment]
+    """Starts a matching campaign: the sponsor adds `percent` points per 100 donated to the
+    charity while the campaign runs, until its budget is spent. The donation that reaches the
+    budget is matched in part; later ones are not. Only one campaign matches a charity at a
+    time, so a campaign overlapping another for the same charity is refused.
+    Who: the operator, or a partner (not a charity) sponsoring in its own name.
+    Errors: NOT_FOUND (CHARITY_NOT_FOUND, PARTNER_NOT_FOUND), INVALID_ARGUMENT
+    (INVALID_CHARITY_NAME, INVALID_PARTNER_NAME, MISSING_SPONSOR, INVALID_TIMESTAMP,
+    INVALID_TIME_RANGE, OUT_OF_RANGE, SPONSOR_IS_CHARITY), PERMISSION_DENIED
+    (PARTNER_NOT_AUTHORIZED: a charity, or a sponsor other than the caller),
+    FAILED_PRECONDITION (MATCHING_OVERLAP).
+    """
+    ListMatchingCampaigns: _aio.UnaryUnaryMultiCallable[_donations_pb2.ListMatchingCampaignsRequest, _donations_pb2.ListMatchingCampaignsResponse]  # type: ignore[assignment]
+    """Lists a charity's matching campaigns, newest first, with what each has spent.
+    Who: the operator; the charity itself; another partner sees the campaigns it sponsors.
+    Errors: NOT_FOUND (CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+    """
+    EndMatchingCampaign: _aio.UnaryUnaryMultiCallable[_donations_pb2.EndMatchingCampaignRequest, _donations_pb2.EndMatchingCampaignResponse]  # type: ignore[assignment]
+    """Ends a matching campaign now; donations from now on are not matched.
+    Who: the operator or the sponsor.
+    Errors: NOT_FOUND (MATCHING_CAMPAIGN_NOT_FOUND: also another sponsor's), INVALID_ARGUMENT
+    (INVALID_MATCHING_CAMPAIGN_NAME), FAILED_PRECONDITION (CAMPAIGN_ENDED).
+    """
+    CreatePledge: _aio.UnaryUnaryMultiCallable[_donations_pb2.CreatePledgeRequest, _donations_pb2.CreatePledgeResponse]  # type: ignore[assignment]
+    """Records a member's pledge: MONTHLY gives `points` every month from start_time (a month the
+    member cannot afford is skipped, and they are told); EXPIRING gives the points that would
+    expire to the charity instead. A member has at most one EXPIRING pledge and 10 MONTHLY.
+    Who: the operator (member apps) or any partner but a charity, on behalf of the member.
+    Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_POINTS,
+    POINTS_NOT_ALLOWED, INVALID_PLEDGE_KIND, INVALID_TIMESTAMP, INVALID_TIME_RANGE),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), FAILED_PRECONDITION
+    (BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING, PLEDGE_EXISTS, TOO_MANY_PLEDGES).
+    """
+    ListPledges: _aio.UnaryUnaryMultiCallable[_donations_pb2.ListPledgesRequest, _donations_pb2.ListPledgesResponse]  # type: ignore[assignment]
+    """Lists a member's pledges, newest first.
+    Who: the operator or any partner but a charity.
+    Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity).
+    """
+    CancelPledge: _aio.UnaryUnaryMultiCallable[_donations_pb2.CancelPledgeRequest, _donations_pb2.CancelPledgeResponse]  # type: ignore[assignment]
+    """Cancels a pledge; nothing more is given under it.
+    Who: the operator, or the partner that took the pledge.
+    Errors: NOT_FOUND (PLEDGE_NOT_FOUND), INVALID_ARGUMENT (INVALID_PLEDGE_NAME),
+    PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity, or another partner's pledge),
+    FAILED_PRECONDITION (PLEDGE_CANCELLED).
     """
 
 class DonationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -150,8 +246,9 @@ class DonationServiceServicer(metaclass=_abc_1.ABCMeta):
         assigns a receipt number.
         Who: the operator (member apps) or any partner on behalf of a member.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT
-        (INVALID_LOYALTY_NUMBER, INVALID_POINTS), FAILED_PRECONDITION (INSUFFICIENT_POINTS,
-        BELOW_MINIMUM_DONATION), ALREADY_EXISTS (REQUEST_ID_REUSED).
+        (INVALID_LOYALTY_NUMBER, INVALID_POINTS, INVALID_CHARITY_NAME), FAILED_PRECONDITION
+        (INSUFFICIENT_POINTS, NEGATIVE_BALANCE, BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
 
     @_abc_1.abstractmethod
@@ -162,7 +259,8 @@ class DonationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_donations_pb2.GetDonationReceiptResponse, _abc.Awaitable[_donations_pb2.GetDonationReceiptResponse]]:
         """Returns a donation's receipt, as data only or rendered as an HTML or PDF document.
         Who: the charity that received the donation, or the operator (member apps).
-        Errors: NOT_FOUND (DONATION_NOT_FOUND), INVALID_ARGUMENT (INVALID_RECEIPT_FORMAT).
+        Errors: NOT_FOUND (DONATION_NOT_FOUND: also another charity's donation), INVALID_ARGUMENT
+        (INVALID_DONATION_NAME, INVALID_RECEIPT_FORMAT).
         """
 
     @_abc_1.abstractmethod
@@ -176,6 +274,88 @@ class DonationServiceServicer(metaclass=_abc_1.ABCMeta):
         Who: a charity only for its own parent; the operator for any parent.
         Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), PERMISSION_DENIED
         (PARTNER_NOT_AUTHORIZED), INVALID_ARGUMENT (INVALID_PARENT, INVALID_PAGE_TOKEN).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateMatchingCampaign(
+        self,
+        request: _donations_pb2.CreateMatchingCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_donations_pb2.CreateMatchingCampaignResponse, _abc.Awaitable[_donations_pb2.CreateMatchingCampaignResponse]]:
+        """Starts a matching campaign: the sponsor adds `percent` points per 100 donated to the
+        charity while the campaign runs, until its budget is spent. The donation that reaches the
+        budget is matched in part; later ones are not. Only one campaign matches a charity at a
+        time, so a campaign overlapping another for the same charity is refused.
+        Who: the operator, or a partner (not a charity) sponsoring in its own name.
+        Errors: NOT_FOUND (CHARITY_NOT_FOUND, PARTNER_NOT_FOUND), INVALID_ARGUMENT
+        (INVALID_CHARITY_NAME, INVALID_PARTNER_NAME, MISSING_SPONSOR, INVALID_TIMESTAMP,
+        INVALID_TIME_RANGE, OUT_OF_RANGE, SPONSOR_IS_CHARITY), PERMISSION_DENIED
+        (PARTNER_NOT_AUTHORIZED: a charity, or a sponsor other than the caller),
+        FAILED_PRECONDITION (MATCHING_OVERLAP).
+        """
+
+    @_abc_1.abstractmethod
+    def ListMatchingCampaigns(
+        self,
+        request: _donations_pb2.ListMatchingCampaignsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_donations_pb2.ListMatchingCampaignsResponse, _abc.Awaitable[_donations_pb2.ListMatchingCampaignsResponse]]:
+        """Lists a charity's matching campaigns, newest first, with what each has spent.
+        Who: the operator; the charity itself; another partner sees the campaigns it sponsors.
+        Errors: NOT_FOUND (CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+        """
+
+    @_abc_1.abstractmethod
+    def EndMatchingCampaign(
+        self,
+        request: _donations_pb2.EndMatchingCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_donations_pb2.EndMatchingCampaignResponse, _abc.Awaitable[_donations_pb2.EndMatchingCampaignResponse]]:
+        """Ends a matching campaign now; donations from now on are not matched.
+        Who: the operator or the sponsor.
+        Errors: NOT_FOUND (MATCHING_CAMPAIGN_NOT_FOUND: also another sponsor's), INVALID_ARGUMENT
+        (INVALID_MATCHING_CAMPAIGN_NAME), FAILED_PRECONDITION (CAMPAIGN_ENDED).
+        """
+
+    @_abc_1.abstractmethod
+    def CreatePledge(
+        self,
+        request: _donations_pb2.CreatePledgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_donations_pb2.CreatePledgeResponse, _abc.Awaitable[_donations_pb2.CreatePledgeResponse]]:
+        """Records a member's pledge: MONTHLY gives `points` every month from start_time (a month the
+        member cannot afford is skipped, and they are told); EXPIRING gives the points that would
+        expire to the charity instead. A member has at most one EXPIRING pledge and 10 MONTHLY.
+        Who: the operator (member apps) or any partner but a charity, on behalf of the member.
+        Errors: NOT_FOUND (MEMBER_NOT_FOUND, CHARITY_NOT_FOUND), INVALID_ARGUMENT (INVALID_POINTS,
+        POINTS_NOT_ALLOWED, INVALID_PLEDGE_KIND, INVALID_TIMESTAMP, INVALID_TIME_RANGE),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity), FAILED_PRECONDITION
+        (BELOW_MINIMUM_DONATION, CHARITY_NOT_ACCEPTING, PLEDGE_EXISTS, TOO_MANY_PLEDGES).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPledges(
+        self,
+        request: _donations_pb2.ListPledgesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_donations_pb2.ListPledgesResponse, _abc.Awaitable[_donations_pb2.ListPledgesResponse]]:
+        """Lists a member's pledges, newest first.
+        Who: the operator or any partner but a charity.
+        Errors: NOT_FOUND (MEMBER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PAGE_TOKEN),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelPledge(
+        self,
+        request: _donations_pb2.CancelPledgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_donations_pb2.CancelPledgeResponse, _abc.Awaitable[_donations_pb2.CancelPledgeResponse]]:
+        """Cancels a pledge; nothing more is given under it.
+        Who: the operator, or the partner that took the pledge.
+        Errors: NOT_FOUND (PLEDGE_NOT_FOUND), INVALID_ARGUMENT (INVALID_PLEDGE_NAME),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED: a charity, or another partner's pledge),
+        FAILED_PRECONDITION (PLEDGE_CANCELLED).
         """
 
 def add_DonationServiceServicer_to_server(servicer: DonationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

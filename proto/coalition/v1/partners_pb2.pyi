@@ -184,6 +184,7 @@ class Partner(_message.Message):
     MINIMUM_SPEND_MINOR_FIELD_NUMBER: _builtins.int
     TRANSACTION_CAP_POINTS_FIELD_NUMBER: _builtins.int
     PROGRAM_FIELD_NUMBER: _builtins.int
+    CHARITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"partners/{partner}". Output only; the id is chosen by the operator at creation."""
     display_name: _builtins.str
@@ -231,6 +232,13 @@ class Partner(_message.Message):
         letters and digits, unit MILES, no conversions).
         """
 
+    @_builtins.property
+    def charity(self) -> Global___CharityProfile:
+        """Charities only: what members read about the charity and what its points are worth. A
+        charity created without one gets an empty profile, and takes no donations until its
+        value_per_thousand_points_minor is set.
+        """
+
     def __init__(
         self,
         *,
@@ -250,14 +258,60 @@ class Partner(_message.Message):
         minimum_spend_minor: _builtins.int = ...,
         transaction_cap_points: _builtins.int = ...,
         program: Global___LoyaltyProgram | None = ...,
+        charity: Global___CharityProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "program", b"program", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["charity", b"charity", "create_time", b"create_time", "program", b"program", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_airlines", b"authorized_airlines", "base_earn_rate", b"base_earn_rate", "category_rates", b"category_rates", "create_time", b"create_time", "display_name", b"display_name", "earn_currency_code", b"earn_currency_code", "earn_rounding", b"earn_rounding", "minimum_spend_minor", b"minimum_spend_minor", "name", b"name", "program", b"program", "settlement_currency_code", b"settlement_currency_code", "time_zone", b"time_zone", "transaction_cap_points", b"transaction_cap_points", "type", b"type", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_airlines", b"authorized_airlines", "base_earn_rate", b"base_earn_rate", "category_rates", b"category_rates", "charity", b"charity", "create_time", b"create_time", "display_name", b"display_name", "earn_currency_code", b"earn_currency_code", "earn_rounding", b"earn_rounding", "minimum_spend_minor", b"minimum_spend_minor", "name", b"name", "program", b"program", "settlement_currency_code", b"settlement_currency_code", "time_zone", b"time_zone", "transaction_cap_points", b"transaction_cap_points", "type", b"type", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Partner: _TypeAlias = Partner  # noqa: Y015
+
+@_typing.final
+class CharityProfile(_message.Message):
+    """What a charity shows members, and the terms of donations to it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CAUSES_FIELD_NUMBER: _builtins.int
+    MINIMUM_DONATION_POINTS_FIELD_NUMBER: _builtins.int
+    VALUE_PER_THOUSAND_POINTS_MINOR_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    """The charity's mission, shown to members; up to 2,000 characters."""
+    minimum_donation_points: _builtins.int
+    """The smallest donation accepted, in points; 0 means 1."""
+    value_per_thousand_points_minor: _builtins.int
+    """The money 1,000 donated points are worth to the charity, in minor units of the partner's
+    settlement_currency_code. What the coalition owes the charity for them. While 0, the
+    charity is not listed and takes no donations (CHARITY_NOT_ACCEPTING).
+    """
+    paused: _builtins.bool
+    """True stops donations: the charity is not listed and DonatePoints answers
+    CHARITY_NOT_ACCEPTING. Pledges to it are skipped while it is paused.
+    """
+    @_builtins.property
+    def causes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to 10 causes it supports, 2 to 40 of A-Z, 0-9 and _ ("EDUCATION", "HEALTH")."""
+
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        causes: _abc.Iterable[_builtins.str] | None = ...,
+        minimum_donation_points: _builtins.int = ...,
+        value_per_thousand_points_minor: _builtins.int = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causes", b"causes", "description", b"description", "minimum_donation_points", b"minimum_donation_points", "paused", b"paused", "value_per_thousand_points_minor", b"value_per_thousand_points_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CharityProfile: _TypeAlias = CharityProfile  # noqa: Y015
 
 @_typing.final
 class LoyaltyProgram(_message.Message):
