@@ -14,6 +14,10 @@ FROM python:3.12-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# A Unicode font for donation receipts as PDF (without one, names outside Latin-1 print as "?").
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 coalition \
  && useradd --system --uid 10001 --gid coalition --home-dir /var/lib/coalition \
         --create-home --shell /usr/sbin/nologin coalition
