@@ -25,7 +25,6 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pygal
-from babel.numbers import get_currency_precision
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -229,7 +228,7 @@ def donations_report_html(report: DonationsReport) -> str:
         charity_rows=[_charity_row(c) for c in report.charities],
         charity_totals=[_total_row(t) for t in _currency_totals(report.charities)],
         sponsor_headings=_SPONSOR_HEADINGS,
-        sponsor_rows=[_sponsor_row(s, names, report.charities) for s in report.sponsors],
+        sponsor_rows=[_sponsor_row(s, names) for s in report.sponsors],
         charts=[_chart(charity_id, names[charity_id], report) for charity_id in names],
     )
 
@@ -266,22 +265,13 @@ def _total_row(t: _CurrencyTotal) -> tuple[str, ...]:
     )
 
 
-def _sponsor_row(
-    s: SponsorTotal, names: dict[str, str], charities: Sequence[CharityTotal]
-) -> tuple[str, ...]:
-    exponent = _exponent(s.currency, charities)
+def _sponsor_row(s: SponsorTotal, names: dict[str, str]) -> tuple[str, ...]:
     return (
         s.sponsor_display_name,
         names.get(s.charity_id, s.charity_id),
         f"{s.matched_points:,}",
-        money(s.matched_value_minor, s.currency, exponent),
+        money(s.matched_value_minor, s.currency, s.currency_exponent),
     )
-
-
-def _exponent(currency: str, charities: Sequence[CharityTotal]) -> int:
-    """The exponent the report already uses for `currency`; babel's when no charity has it."""
-    known = (c.currency_exponent for c in charities if c.currency == currency)
-    return next(known, int(get_currency_precision(currency)))
 
 
 def _currency_totals(charities: Iterable[CharityTotal]) -> list[_CurrencyTotal]:

@@ -412,6 +412,7 @@ class SponsorTotal:
     currency: str
     matched_points: int
     matched_value_minor: int
+    currency_exponent: int = 2
 
 
 @dataclass(frozen=True)

@@ -65,10 +65,17 @@ def charity_not_found(charity_id: str) -> NotFound:
 
 
 async def get_charity(conn: AsyncConnection, charity_id: str) -> Partner:
-    partner = await repo.get_partner(conn, charity_id)
-    if partner is None or partner.type is not PartnerType.CHARITY:
+    """One read: a charity acts for no airline, so the agencies' table is not asked."""
+    row = (
+        await conn.execute(
+            select(PARTNERS).where(
+                PARTNERS.c.id == charity_id, PARTNERS.c.type == PartnerType.CHARITY.value
+            )
+        )
+    ).first()
+    if row is None:
         raise charity_not_found(charity_id)
-    return partner
+    return repo.partner_from_row(row)
 
 
 def _profile(charity: Partner) -> dd.CharityProfile:
@@ -930,6 +937,7 @@ async def report(conn: AsyncConnection, ctx: AppContext, period: str) -> dd.Dona
                 currency=r.currency,
                 matched_points=int(r.matched_points),
                 matched_value_minor=int(r.matched_value),
+                currency_exponent=_exponent(r.currency),
             )
             for r in per_sponsor
         ),

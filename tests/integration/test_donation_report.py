@@ -324,6 +324,7 @@ async def test_sponsors_are_reported_per_charity(ctx: AppContext, seeded: Seeded
             "currency": "USD",
             "matched_points": 1_234,
             "matched_value_minor": 1_542,
+            "currency_exponent": 2,
         }
     ]
     assert [(s.sponsor_id, s.charity_id, s.matched_points) for s in december.sponsors] == [
