@@ -146,8 +146,8 @@ ServerFactory = Callable[..., Awaitable[Gateway]]
 async def start_gateway(ctx: AppContext, operator_key: str) -> AsyncIterator[ServerFactory]:
     servers: list[tuple[grpc.aio.Server, Gateway]] = []
 
-    async def start(tls: TlsConfig | None = None) -> Gateway:
-        server, port = await create_server("127.0.0.1:0", ctx, tls)
+    async def start(tls: TlsConfig | None = None, wallet: Any = None) -> Gateway:
+        server, port = await create_server("127.0.0.1:0", ctx, tls, wallet)
         mtls_port = None
         if tls is not None and tls.client_ca_pem is not None:
             mtls = replace(tls, require_client_certificate=True)

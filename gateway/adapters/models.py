@@ -276,6 +276,9 @@ class MemberBalanceRow(Base):
     """The last burn (redemption, hold, reward): the dormant-members report reads it."""
     reminded_expire_time: Mapped[datetime | None]
     """Inactivity policy: the expiry a "points expiring" reminder was last sent for."""
+    wallet_card: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    """The member has a wallet card: a balance change marks it for an update (wallet_changes).
+    Read back by the balance UPDATE itself, so members without a card pay nothing for it."""
 
     __table_args__ = (Index("ix_member_balances_last_activity_time", "last_activity_time"),)
 
@@ -647,3 +650,75 @@ class PledgeRow(Base):
             sqlite_where=text("kind = 'EXPIRING' AND cancel_time IS NULL"),
         ),
     )
+
+
+# -- wallet cards ----------------------------------------------------------------------------
+
+
+class WalletCardRow(Base):
+    """A member's wallet card (one per member) and what it shows now."""
+
+    __tablename__ = "wallet_cards"
+
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    serial_number: Mapped[str] = mapped_column(String(40), unique=True)
+    """Apple serialNumber and the Google object id suffix; never changes."""
+    pass_type_id: Mapped[str] = mapped_column(String(120))
+    content: Mapped[str] = mapped_column(Text)
+    """JSON of the card's content as last built (balance, tier, expiring points, ...)."""
+    update_tag: Mapped[int] = mapped_column(BigInteger, index=True)
+    """The wallet tag when the content last changed; tags grow in commit order (wallet_tags)."""
+    pushed_tag: Mapped[int] = mapped_column(BigInteger)
+    """The tag devices and Google were last told about: a push is due while it is behind."""
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+    """When the content last changed: the pass's Last-Modified."""
+
+
+class WalletTagRow(Base):
+    """The one counter behind update tags. Taking the next tag locks this row until commit, so
+    tags become visible in increasing order and "updated since tag T" never misses a card."""
+
+    __tablename__ = "wallet_tags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class WalletChangeRow(Base):
+    """A card whose content may have changed: written in the same transaction as the change,
+    coalesced per member (a burst of earns is one update), removed once the card is current."""
+
+    __tablename__ = "wallet_changes"
+
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    """Bumped by every change; the updater deletes the row only if it is the version it saw."""
+    claim_time: Mapped[datetime | None]
+    """Not before this: an updater holds the row while it pushes (a lease)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class WalletDeviceRow(Base):
+    """An Apple device that registered a pass for updates, with its APNs push token."""
+
+    __tablename__ = "wallet_devices"
+
+    device_library_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    push_token: Mapped[str] = mapped_column(String(200))
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+
+
+class WalletRegistrationRow(Base):
+    """Device × pass: the device wants pushes when the pass changes."""
+
+    __tablename__ = "wallet_registrations"
+
+    device_library_id: Mapped[str] = mapped_column(
+        ForeignKey("wallet_devices.device_library_id"), primary_key=True
+    )
+    serial_number: Mapped[str] = mapped_column(
+        ForeignKey("wallet_cards.serial_number"), primary_key=True, index=True
+    )
+    create_time: Mapped[datetime]

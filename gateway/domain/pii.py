@@ -36,6 +36,7 @@ class PiiVault:
         self._aead = AESGCM(_derive(secret, b"coalition/v1 phone encryption"))
         self._webhook_key = _derive(secret, b"coalition/v1 webhook signing")
         self._lookup_key = _derive(secret, b"coalition/v1 external id lookup hash")
+        self._pass_key = _derive(secret, b"coalition/v1 wallet pass token")
 
     def webhook_secret(self, partner_id: str, version: int) -> str:
         """A partner's webhook signing secret: derived, never stored; a new version rotates it.
@@ -44,6 +45,11 @@ class PiiVault:
         """
         digest = hmac.new(self._webhook_key, f"{partner_id}/{version}".encode(), hashlib.sha256)
         return WEBHOOK_SECRET_PREFIX + digest.hexdigest()
+
+    def pass_token(self, serial_number: str) -> str:
+        """A wallet card's secret: Apple's per-pass authenticationToken and the key to the
+        member's card page. Derived from the serial, never stored; compare in constant time."""
+        return hmac.new(self._pass_key, serial_number.encode(), hashlib.sha256).hexdigest()
 
     def phone_hash(self, e164: str) -> str:
         return hmac.new(self._hash_key, e164.encode(), hashlib.sha256).hexdigest()

@@ -40,6 +40,7 @@ from gateway.entrypoints import (
     ops_cli,
     program_cli,
     submit_cli,
+    wallet_cli,
     worker,
 )
 from gateway.entrypoints.grpc.server import SHUTDOWN_GRACE_S, TlsConfig, add_port, create_server
@@ -47,6 +48,7 @@ from gateway.entrypoints.web import create_web_app
 from gateway.service.context import AppContext
 from gateway.service.verify import verify
 from partners import ca as ca_lib
+from wallet.config import Wallet
 
 CA_DIR_DEFAULT = "coalition-ca"
 CA_CERT_FILE = "ca.pem"
@@ -178,7 +180,8 @@ async def _serve(args: argparse.Namespace) -> int:
     web_port = (
         args.web_port if args.web_port is not None else int(env("WEB_PORT", str(WEB_PORT_DEFAULT)))
     )
-    server, port = await create_server(f"{host}:{grpc_port}", ctx, tls)
+    wallet = _wallet(f"http://{host}:{web_port}", args.demo)
+    server, port = await create_server(f"{host}:{grpc_port}", ctx, tls, wallet)
     mtls_port = args.mtls_port if args.mtls_port is not None else int(env("MTLS_PORT") or 0)
     if mtls_port:
         if tls is None or tls.client_ca_pem is None:
@@ -188,8 +191,12 @@ async def _serve(args: argparse.Namespace) -> int:
         )
     if args.demo:
         network = await demo.seed(ctx, f"{host}:{port}")
+        if wallet.configured:
+            network["card_page_url"] = await demo.issue_card(ctx, wallet, network)
         _print_demo(network, args.demo_json)
-    runner = web.AppRunner(create_web_app(ctx), access_log=None)
+    for note in wallet.notes:
+        log.info("%s", note)
+    runner = web.AppRunner(create_web_app(ctx, wallet), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, web_port).start()
     await server.start()
@@ -207,15 +214,27 @@ async def _serve(args: argparse.Namespace) -> int:
     )
 
     stop = _stop_on_signals()
-    background = None if channel is None else asyncio.create_task(worker.run(ctx, channel, stop))
+    background = (
+        None
+        if channel is None
+        else asyncio.create_task(worker.run(ctx, channel, stop, wallet=wallet))
+    )
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.0f s", SHUTDOWN_GRACE_S)
     await server.stop(SHUTDOWN_GRACE_S)
     if background is not None:
         await background
     await runner.cleanup()
+    await wallet.aclose()
     await ctx.database.dispose()
     return 0
+
+
+def _wallet(web_url_default: str, demo: bool) -> Wallet:
+    try:
+        return wallet_cli.open_wallet(web_url_default, make_dev_certs_if_missing=demo)
+    except wallet_cli.WalletSetupError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -237,9 +256,11 @@ async def _worker(args: argparse.Namespace) -> int:
     channel = _channel()
     ctx = await _context(database_url(args.database_url), migrate_empty=False)
     print(f"coalition worker: delivering events (member notifications: {channel.name})", flush=True)
+    wallet = _wallet(env("WALLET_URL", f"http://127.0.0.1:{WEB_PORT_DEFAULT}"), demo=False)
     try:
-        await worker.run(ctx, channel, _stop_on_signals())
+        await worker.run(ctx, channel, _stop_on_signals(), wallet=wallet)
     finally:
+        await wallet.aclose()
         await ctx.database.dispose()
     return 0
 
@@ -254,6 +275,8 @@ def _print_demo(network: dict[str, Any], json_path: str | None) -> None:
         f"(loyalty number {network['members'][0]['loyalty_number']})."
     )
     print("Try:\n" + demo.example_call(network), flush=True)
+    if network.get("card_page_url"):
+        print(f"Their wallet card: {network['card_page_url']}")
     if json_path:
         Path(json_path).write_text(json.dumps(network, indent=2))
         print(f"wrote {json_path}")
@@ -472,6 +495,7 @@ def _parser() -> argparse.ArgumentParser:
     ops_cli.add_commands(sub, {"ledger": ledger, "partners": partners}, with_db, _with_context)
     submit_cli.add_command(partners)
     donations_cli.add_commands(sub, with_db, _with_context)
+    wallet_cli.add_commands(sub, with_db, _with_context)
 
     worker = with_db(
         sub.add_parser("worker", help="deliver events and run the sweeps, without serving")

@@ -27,6 +27,8 @@ from gateway.service import campaigns, donations, earning, ledger, links, rates,
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
+from wallet.config import Wallet
+from wallet.service import cards
 
 DEMO_KEY_LABEL = "demo"
 
@@ -374,3 +376,11 @@ def example_call(network: dict[str, Any]) -> str:
         f'  -d \'{{"loyalty_number": "{member["loyalty_number"]}"}}\' \\\n'
         f"  {network['grpc_target']} coalition.v1.MemberService/LookupMember"
     )
+
+
+async def issue_card(ctx: AppContext, wallet: Wallet, network: dict[str, Any]) -> str:
+    """Issue the first demo member's wallet card; its page URL."""
+    async with ctx.database.begin() as conn:
+        member = await members_service.get(conn, ctx, network["members"][0]["name"])
+        issued = await cards.issue(conn, ctx, wallet, member)
+    return issued.page_url

@@ -1,14 +1,17 @@
-"""The HTTP side of the gateway (aiohttp): health probes now; the wallet web service joins it."""
+"""The HTTP side of the gateway (aiohttp): health probes and the wallet web service (Apple's
+PassKit protocol and the member card page)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from gateway.service.context import AppContext
+from wallet.config import Wallet
+from wallet.entrypoints.web import REQUEST_BODY_BYTES_MAX, add_wallet_routes
 
 
-def create_web_app(ctx: AppContext) -> web.Application:
-    app = web.Application()
+def create_web_app(ctx: AppContext, wallet: Wallet | None = None) -> web.Application:
+    app = web.Application(client_max_size=REQUEST_BODY_BYTES_MAX)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -25,4 +28,6 @@ def create_web_app(ctx: AppContext) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if wallet is not None:
+        add_wallet_routes(app, ctx, wallet)
     return app

@@ -1,5 +1,6 @@
 """Background work: the outbox deliverer and the periodic sweeps.
 
+Wallet card updates (APNs pushes, Google object patches) run here too, when a wallet is set up.
 Runs inside `coalition serve` (unless --no-worker) or alone as `coalition worker`; any number of
 workers may run against one database: every job is idempotent and claims its rows.
 """
@@ -19,6 +20,8 @@ from gateway.domain.delivery import DeliveryPolicy
 from gateway.service import donations, expiry, ledger, rewards
 from gateway.service.context import AppContext
 from gateway.service.delivery import Deliverer
+from wallet.config import Wallet
+from wallet.service.updates import CardUpdater
 
 SWEEP_INTERVAL_S = 60.0
 """Vesting, hold release, voucher refunds and monthly pledges run this often."""
@@ -56,6 +59,7 @@ async def run(
     channel: Channel,
     stop: asyncio.Event,
     policy: DeliveryPolicy | None = None,
+    wallet: Wallet | None = None,
 ) -> None:
     async def sweep() -> None:
         await vest_due(ctx)
@@ -64,7 +68,9 @@ async def run(
 
     async with aiohttp.ClientSession() as session:
         deliverer = Deliverer(ctx, WebhookSender(session), channel, policy)
+        jobs = [] if wallet is None else [CardUpdater(ctx, wallet).run(stop)]
         await asyncio.gather(
+            *jobs,
             deliverer.run(stop),
             _every(SWEEP_INTERVAL_S, stop, sweep, "sweep"),
             _every(EXPIRY_INTERVAL_S, stop, lambda: expiry.run(ctx), "points expiry"),

@@ -26,7 +26,7 @@ from gateway.domain import expiry, paging
 from gateway.domain import ledger as dl
 from gateway.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from gateway.domain.tiers import TierStatus
-from gateway.service import lots, tiers
+from gateway.service import cards, lots, tiers
 from gateway.service.context import AppContext
 
 TXNS = table_of(LedgerTransactionRow)
@@ -73,12 +73,18 @@ async def _change(
             held=BALANCES.c.held + held,
             **activity,
         )
-        .returning(BALANCES.c.available, BALANCES.c.pending, BALANCES.c.held)
+        .returning(
+            BALANCES.c.available, BALANCES.c.pending, BALANCES.c.held, BALANCES.c.wallet_card
+        )
     )
     if need_available is not None:
         query = query.where(BALANCES.c.available >= need_available)
     row = (await conn.execute(query)).first()
-    return dl.Balance(row.available, row.pending, row.held) if row else None
+    if row is None:
+        return None
+    if row.wallet_card:
+        await cards.mark(conn, member_id)
+    return dl.Balance(row.available, row.pending, row.held)
 
 
 async def _spend(

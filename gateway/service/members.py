@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.adapters import repository as repo
 from gateway.domain import members as dm
 from gateway.domain.errors import AlreadyExists, InvalidArgument, NotFound
-from gateway.service import ledger
+from gateway.service import cards, ledger
 from gateway.service.context import AppContext
 
 LOYALTY_NUMBER_ATTEMPTS_MAX = 8
@@ -86,6 +86,10 @@ async def update(
     await _check_phone_free(conn, ctx, contact, member.id)
     updated = replace(member, contact=contact, update_time=ctx.clock.now())
     await repo.update_member(conn, updated, ctx.vault)
+    if updated.contact.display_name != member.contact.display_name or (
+        updated.contact.locale != member.contact.locale
+    ):
+        await cards.mark_if_carded(conn, member.id)  # the card shows the name, in the language
     return updated
 
 

@@ -16,7 +16,7 @@ from gateway.adapters import repository as repo
 from gateway.adapters.models import MemberRow, QualifyingPointsRow, table_of
 from gateway.domain import ledger as dl
 from gateway.domain import tiers as dt
-from gateway.service import outbox
+from gateway.service import cards, outbox
 from gateway.service.context import AppContext
 
 MEMBERS = table_of(MemberRow)
@@ -125,6 +125,7 @@ async def _change(
     assert moved.rowcount == 1, "tier changes happen under the member's balance lock"
     if change.tier == change.previous:
         return
+    await cards.mark_if_carded(conn, member_id)
     up = ctx.ladder.rank(change.tier) > ctx.ladder.rank(change.previous)
     await outbox.emit(
         conn,

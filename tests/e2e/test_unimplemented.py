@@ -25,7 +25,7 @@ from coalition.v1 import (
     wallet_pb2,
 )
 
-LATER_FILES = [wallet_pb2, settlement_pb2]
+LATER_FILES = [settlement_pb2]
 LATER_METHODS: dict[str, list[str]] = {}  # RPCs of served services that are not served yet
 SERVED_METHODS = {
     "coalition.v1.MemberService": [
@@ -83,9 +83,18 @@ SERVED_METHODS = {
         "ListPledges",
         "CancelPledge",
     ],
+    "coalition.v1.WalletService": ["IssueWalletCard", "GetWalletCard"],
 }
 OPERATOR_ONLY = {"coalition.v1.PartnerService"}  # for partners it is PERMISSION_DENIED first
-ALL_FILES = [members_pb2, partners_pb2, points_pb2, rewards_pb2, donations_pb2, *LATER_FILES]
+ALL_FILES = [
+    members_pb2,
+    partners_pb2,
+    points_pb2,
+    rewards_pb2,
+    donations_pb2,
+    wallet_pb2,
+    *LATER_FILES,
+]
 
 
 def _services(module: Any) -> list[Any]:

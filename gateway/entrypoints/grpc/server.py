@@ -35,6 +35,9 @@ from gateway.entrypoints.grpc.partners import PartnerServicer
 from gateway.entrypoints.grpc.points import PointsServicer
 from gateway.entrypoints.grpc.rewards import RewardServicer
 from gateway.service.context import AppContext
+from wallet.config import Wallet
+from wallet.domain.card import Program
+from wallet.entrypoints.grpc import WalletServicer
 
 GRPC_MESSAGE_BYTES_MAX = 4 * 1024 * 1024
 """Largest request accepted; bigger batches belong on StreamEarnPoints."""
@@ -45,12 +48,6 @@ log = logging.getLogger("coalition.grpc")
 
 # Services whose capability lands with a later release; each answers UNIMPLEMENTED + ErrorInfo.
 _LATER: list[tuple[str, type, Callable[[Any, grpc.aio.Server], None], str]] = [
-    (
-        "coalition.v1.WalletService",
-        wallet_pb2_grpc.WalletServiceServicer,
-        wallet_pb2_grpc.add_WalletServiceServicer_to_server,
-        "wallet cards",
-    ),
     (
         "coalition.v1.SettlementService",
         settlement_pb2_grpc.SettlementServiceServicer,
@@ -99,9 +96,11 @@ def add_port(server: grpc.aio.Server, address: str, tls: TlsConfig | None) -> in
 
 
 async def create_server(
-    address: str, ctx: AppContext, tls: TlsConfig | None = None
+    address: str, ctx: AppContext, tls: TlsConfig | None = None, wallet: Wallet | None = None
 ) -> tuple[grpc.aio.Server, int]:
-    """A configured, bound, not yet started server and the port it got (bind port 0 in tests)."""
+    """A configured, bound, not yet started server and the port it got (bind port 0 in tests).
+
+    Without a wallet, WalletService reads cards but issues none (WALLET_NOT_CONFIGURED)."""
     authenticator = Authenticator(ctx)
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(authenticator)],
@@ -118,6 +117,9 @@ async def create_server(
     )
     rewards_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(ctx), server)
     donations_pb2_grpc.add_DonationServiceServicer_to_server(DonationServicer(ctx), server)
+    wallet_pb2_grpc.add_WalletServiceServicer_to_server(
+        WalletServicer(ctx, wallet or Wallet(Program())), server
+    )
     for name, base, add, capability in _LATER:
         servicer = base()
         fill_unimplemented(servicer, base, name, {m: capability for m in vars(base)})

@@ -26,7 +26,7 @@ from coalition.v1 import common_pb2 as coalition_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63oalition/v1/wallet.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\nWalletCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rserial_number\x18\x02 \x01(\t\x12\x1c\n\x14pass_type_identifier\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17registered_device_count\x18\x05 \x01(\x05\x12\x16\n\x0e\x62\x61lance_points\x18\x06 \x01(\x03\x12\x0c\n\x04tier\x18\x07 \x01(\t\x12\x18\n\x10google_object_id\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x16IssueWalletCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\"j\n\x17IssueWalletCardResponse\x12\x0e\n\x06pkpass\x18\x01 \x01(\x0c\x12\x17\n\x0fgoogle_save_url\x18\x02 \x01(\t\x12&\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x18.coalition.v1.WalletCard\"?\n\x14GetWalletCardRequest\x12\'\n\x06member\x18\x01 \x01(\x0b\x32\x17.coalition.v1.MemberRef\"?\n\x15GetWalletCardResponse\x12&\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x18.coalition.v1.WalletCard2\xc9\x01\n\rWalletService\x12^\n\x0fIssueWalletCard\x12$.coalition.v1.IssueWalletCardRequest\x1a%.coalition.v1.IssueWalletCardResponse\x12X\n\rGetWalletCard\x12\".coalition.v1.GetWalletCardRequest\x1a#.coalition.v1.GetWalletCardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63oalition/v1/wallet.proto\x12\x0c\x63oalition.v1\x1a\x19\x63oalition/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\nWalletCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rserial_number\x18\x02 \x01(\t\x12\x1c\n\x14pass_type_identifier\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17registered_device_count\x18\x05 \x01(\x05\x12\x16\n\x0e\x62\x61lance_points\x18\x06 \x01(\x03\x12\x0c\n\x04tier\x18\x07 \x01(\t\x12\x18\n\x10google_object_id\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x16IssueWalletCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.coalition.v1.MemberRef\"\x81\x01\n\x17IssueWalletCardResponse\x12\x0e\n\x06pkpass\x18\x01 \x01(\x0c\x12\x17\n\x0fgoogle_save_url\x18\x02 \x01(\t\x12&\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x18.coalition.v1.WalletCard\x12\x15\n\rcard_page_url\x18\x04 \x01(\t\"?\n\x14GetWalletCardRequest\x12\'\n\x06member\x18\x01 \x01(\x0b\x32\x17.coalition.v1.MemberRef\"?\n\x15GetWalletCardResponse\x12&\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x18.coalition.v1.WalletCard2\xc9\x01\n\rWalletService\x12^\n\x0fIssueWalletCard\x12$.coalition.v1.IssueWalletCardRequest\x1a%.coalition.v1.IssueWalletCardResponse\x12X\n\rGetWalletCard\x12\".coalition.v1.GetWalletCardRequest\x1a#.coalition.v1.GetWalletCardResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,12 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WALLETCARD']._serialized_end=378
   _globals['_ISSUEWALLETCARDREQUEST']._serialized_start=380
   _globals['_ISSUEWALLETCARDREQUEST']._serialized_end=465
-  _globals['_ISSUEWALLETCARDRESPONSE']._serialized_start=467
-  _globals['_ISSUEWALLETCARDRESPONSE']._serialized_end=573
-  _globals['_GETWALLETCARDREQUEST']._serialized_start=575
-  _globals['_GETWALLETCARDREQUEST']._serialized_end=638
-  _globals['_GETWALLETCARDRESPONSE']._serialized_start=640
-  _globals['_GETWALLETCARDRESPONSE']._serialized_end=703
-  _globals['_WALLETSERVICE']._serialized_start=706
-  _globals['_WALLETSERVICE']._serialized_end=907
+  _globals['_ISSUEWALLETCARDRESPONSE']._serialized_start=468
+  _globals['_ISSUEWALLETCARDRESPONSE']._serialized_end=597
+  _globals['_GETWALLETCARDREQUEST']._serialized_start=599
+  _globals['_GETWALLETCARDREQUEST']._serialized_end=662
+  _globals['_GETWALLETCARDRESPONSE']._serialized_start=664
+  _globals['_GETWALLETCARDRESPONSE']._serialized_end=727
+  _globals['_WALLETSERVICE']._serialized_start=730
+  _globals['_WALLETSERVICE']._serialized_end=931
 # @@protoc_insertion_point(module_scope)

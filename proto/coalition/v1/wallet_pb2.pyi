@@ -113,12 +113,20 @@ class IssueWalletCardResponse(_message.Message):
     PKPASS_FIELD_NUMBER: _builtins.int
     GOOGLE_SAVE_URL_FIELD_NUMBER: _builtins.int
     CARD_FIELD_NUMBER: _builtins.int
+    CARD_PAGE_URL_FIELD_NUMBER: _builtins.int
     pkpass: _builtins.bytes
     """The signed Apple Wallet pass (a .pkpass zip, MIME type
-    "application/vnd.apple.pkpass"), ready to hand to the device.
+    "application/vnd.apple.pkpass"), ready to hand to the device. Empty when the gateway has
+    no Apple pass certificate set up.
     """
     google_save_url: _builtins.str
-    """The "Save to Google Wallet" link (https://pay.google.com/gp/v/save/{jwt})."""
+    """The "Save to Google Wallet" link (https://pay.google.com/gp/v/save/{jwt}). Empty when the
+    gateway has no Google Wallet issuer set up.
+    """
+    card_page_url: _builtins.str
+    """The member's card page (card, QR code, both wallet buttons). The link carries the card's
+    secret: give it to the member only.
+    """
     @_builtins.property
     def card(self) -> Global___WalletCard:
         """The card's state after issuing."""
@@ -129,10 +137,11 @@ class IssueWalletCardResponse(_message.Message):
         pkpass: _builtins.bytes = ...,
         google_save_url: _builtins.str = ...,
         card: Global___WalletCard | None = ...,
+        card_page_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "google_save_url", b"google_save_url", "pkpass", b"pkpass"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "card_page_url", b"card_page_url", "google_save_url", b"google_save_url", "pkpass", b"pkpass"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,184 @@
+"""Apple's PassKit web service, as use cases (the aiohttp edge is wallet.entrypoints.web).
+
+Apple, "Adding a Web Service to Update Passes": a device registers a pass with its push token
+(authenticated by the pass's authenticationToken), asks which of its passes changed since a tag
+(authenticated by its own device library id, a secret only the device and we know), fetches
+each changed pass, and unregisters when the pass is deleted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from gateway.service.context import AppContext
+from wallet.domain import card as dc
+from wallet.service import cards
+from wallet.service.cards import CARDS, REGISTRATIONS
+from wallet.service.updates import DEVICES, drop_unregistered_devices
+
+DEVICE_ID_CHARS_MAX = 128
+PUSH_TOKEN_CHARS_MAX = 200
+LOG_ENTRIES_MAX = 50
+LOG_ENTRY_CHARS_MAX = 1000
+UPDATED_SERIALS_MAX = 1000
+"""Serials returned by one "updated since" request (a device holds a handful of passes)."""
+AUTH_SCHEME = "ApplePass "
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_PUSH_TOKEN = re.compile(r"^[A-Za-z0-9]{1,200}$")
+
+log = logging.getLogger("coalition.passkit")
+
+
+def unauthorized() -> Unauthenticated:
+    return Unauthenticated("PASS_NOT_AUTHORIZED", "wrong or missing ApplePass authorization")
+
+
+def check_device_id(device_id: str) -> str:
+    if not _DEVICE_ID.match(device_id):
+        raise InvalidArgument.on_field(
+            "deviceLibraryIdentifier",
+            "INVALID_DEVICE_ID",
+            f"1 to {DEVICE_ID_CHARS_MAX} letters, digits, '.', '_' or '-'",
+        )
+    return device_id
+
+
+def check_push_token(token: object) -> str:
+    if not isinstance(token, str) or not _PUSH_TOKEN.match(token):
+        raise InvalidArgument.on_field(
+            "pushToken", "INVALID_PUSH_TOKEN", f"1 to {PUSH_TOKEN_CHARS_MAX} letters or digits"
+        )
+    return token
+
+
+async def authorized_card(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    pass_type_id: str,
+    serial_number: str,
+    authorization: str | None,
+) -> cards.CardView:
+    """The card a request names, if its ApplePass token is right (401 otherwise)."""
+    if not dc.is_serial_number(serial_number):
+        raise unauthorized()
+    supplied = (authorization or "").removeprefix(AUTH_SCHEME)
+    expected = ctx.vault.pass_token(serial_number)
+    if not (authorization or "").startswith(AUTH_SCHEME) or not hmac.compare_digest(
+        supplied.encode(), expected.encode()
+    ):
+        raise unauthorized()
+    card = await cards.find(conn, serial_number=serial_number)
+    if card is None or card.pass_type_id != pass_type_id:
+        raise NotFound("PASS_NOT_FOUND", "no such pass")
+    return card
+
+
+async def register(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    device_id: str,
+    pass_type_id: str,
+    serial_number: str,
+    authorization: str | None,
+    push_token: object,
+) -> bool:
+    """True if the registration is new (201), False if it existed (200)."""
+    card = await authorized_card(conn, ctx, pass_type_id, serial_number, authorization)
+    check_device_id(device_id)
+    token = check_push_token(push_token)
+    now = ctx.clock.now()
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    device = dialect.insert(DEVICES).values(
+        device_library_id=device_id, push_token=token, create_time=now, update_time=now
+    )
+    # APNs tokens change (a restore, a reinstall): the latest registration's token wins.
+    await conn.execute(
+        device.on_conflict_do_update(
+            index_elements=[DEVICES.c.device_library_id],
+            set_={"push_token": token, "update_time": now},
+        )
+    )
+    added = await conn.execute(
+        dialect.insert(REGISTRATIONS)
+        .values(device_library_id=device_id, serial_number=card.serial_number, create_time=now)
+        .on_conflict_do_nothing()
+    )
+    return added.rowcount == 1
+
+
+async def unregister(
+    conn: AsyncConnection,
+    ctx: AppContext,
+    device_id: str,
+    pass_type_id: str,
+    serial_number: str,
+    authorization: str | None,
+) -> None:
+    card = await authorized_card(conn, ctx, pass_type_id, serial_number, authorization)
+    check_device_id(device_id)
+    await conn.execute(
+        delete(REGISTRATIONS).where(
+            REGISTRATIONS.c.device_library_id == device_id,
+            REGISTRATIONS.c.serial_number == card.serial_number,
+        )
+    )
+    await drop_unregistered_devices(conn, [device_id])
+
+
+def parse_tag(raw: str | None) -> int:
+    """passesUpdatedSince: the lastUpdated we gave the device. Absent, or not one of ours (a
+    device that knew an older server), means "everything": resending is harmless."""
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return 0
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class Updated:
+    serial_numbers: list[str]
+    last_updated: str
+
+
+async def updated_serials(
+    conn: AsyncConnection, device_id: str, pass_type_id: str, since: str | None
+) -> Updated | None:
+    """The device's passes of this type changed after `since`; None when there are none."""
+    check_device_id(device_id)
+    rows = (
+        await conn.execute(
+            select(CARDS.c.serial_number, CARDS.c.update_tag)
+            .join(REGISTRATIONS, REGISTRATIONS.c.serial_number == CARDS.c.serial_number)
+            .where(
+                REGISTRATIONS.c.device_library_id == device_id,
+                CARDS.c.pass_type_id == pass_type_id,
+                CARDS.c.update_tag > parse_tag(since),
+            )
+            .order_by(CARDS.c.update_tag)
+            .limit(UPDATED_SERIALS_MAX)
+        )
+    ).all()
+    if not rows:
+        return None
+    # With more than the cap, the device asks again from the last tag it got.
+    return Updated([r.serial_number for r in rows], str(max(r.update_tag for r in rows)))
+
+
+def log_messages(entries: object) -> int:
+    """Devices report problems with our passes here; we log them, bounded."""
+    if not isinstance(entries, list):
+        raise InvalidArgument.on_field("logs", "INVALID_LOGS", "expected a list of strings")
+    shown = 0
+    for entry in entries[:LOG_ENTRIES_MAX]:
+        if isinstance(entry, str):
+            log.warning("device log: %s", entry[:LOG_ENTRY_CHARS_MAX].replace("\n", " "))
+            shown += 1
+    return shown
