@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -148,6 +148,20 @@ class Updated:
     last_updated: str
 
 
+# Built once: this is the request every registered device makes after every push.
+_UPDATED_SINCE = (
+    select(CARDS.c.serial_number, CARDS.c.update_tag)
+    .join(REGISTRATIONS, REGISTRATIONS.c.serial_number == CARDS.c.serial_number)
+    .where(
+        REGISTRATIONS.c.device_library_id == bindparam("device"),
+        CARDS.c.pass_type_id == bindparam("pass_type"),
+        CARDS.c.update_tag > bindparam("since"),
+    )
+    .order_by(CARDS.c.update_tag)
+    .limit(UPDATED_SERIALS_MAX)
+)
+
+
 async def updated_serials(
     conn: AsyncConnection, device_id: str, pass_type_id: str, since: str | None
 ) -> Updated | None:
@@ -155,15 +169,8 @@ async def updated_serials(
     check_device_id(device_id)
     rows = (
         await conn.execute(
-            select(CARDS.c.serial_number, CARDS.c.update_tag)
-            .join(REGISTRATIONS, REGISTRATIONS.c.serial_number == CARDS.c.serial_number)
-            .where(
-                REGISTRATIONS.c.device_library_id == device_id,
-                CARDS.c.pass_type_id == pass_type_id,
-                CARDS.c.update_tag > parse_tag(since),
-            )
-            .order_by(CARDS.c.update_tag)
-            .limit(UPDATED_SERIALS_MAX)
+            _UPDATED_SINCE,
+            {"device": device_id, "pass_type": pass_type_id, "since": parse_tag(since)},
         )
     ).all()
     if not rows:
