@@ -153,10 +153,10 @@ async def load(base: str, path: str, count: int, concurrency: int) -> float:
     out = context.Queue()
     client = context.Process(target=_client_process, args=(base, path, count, concurrency, out))
     client.start()
-    while client.is_alive() and out.empty():
-        await asyncio.sleep(0.05)
-    client.join()
-    return float(out.get(timeout=5))
+    # The result is small: the child can exit before it is read without blocking on the pipe.
+    result = await asyncio.to_thread(out.get)
+    await asyncio.to_thread(client.join)
+    return float(result)
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
