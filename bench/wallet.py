@@ -48,6 +48,7 @@ from gateway.domain.pii import PiiVault
 from gateway.entrypoints.web import create_web_app
 from gateway.service import members as members_service
 from gateway.service.context import AppContext
+from wallet.adapters.apns import ApnsClient, tls_context
 from wallet.adapters.devcerts import make_dev_certs
 from wallet.adapters.pkpass import ASSETS_DIR_DEFAULT, PassCredentials, build_pass, load_images
 from wallet.config import Apple, Wallet
@@ -179,7 +180,8 @@ async def bench_serials(url: str, requests: int, concurrency: int, directory: Pa
     certs = make_dev_certs(directory / "serials", PASS_TYPE_ID, TEAM_ID, SystemClock().now())
     creds = PassCredentials.load(certs.certificate, certs.key, certs.wwdr)
     wallet = Wallet(dc.Program(pass_type_id=PASS_TYPE_ID, team_id=TEAM_ID))
-    wallet.apple = Apple(creds, load_images(ASSETS_DIR_DEFAULT), None)  # type: ignore[arg-type]
+    apns = ApnsClient("https://127.0.0.1:9", tls_context(certs.certificate, certs.key, None))
+    wallet.apple = Apple(creds, load_images(ASSETS_DIR_DEFAULT), apns)  # pushes nothing here
     serials = []
     for n in range(CARDS):
         async with db.begin() as conn:
@@ -220,6 +222,7 @@ async def bench_serials(url: str, requests: int, concurrency: int, directory: Pa
     finally:
         await bare_runner.cleanup()
         await gateway_runner.cleanup()
+        await wallet.aclose()
         await db.dispose()
     return [("baseline (no database)", baseline), ("gateway", gateway)]
 

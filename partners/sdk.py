@@ -48,6 +48,8 @@ from coalition.v1 import (
     points_pb2_grpc,
     rewards_pb2,
     rewards_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from coalition.v1.partners_pb2_grpc import PartnerServiceAsyncStub
     from coalition.v1.points_pb2_grpc import PointsServiceAsyncStub
     from coalition.v1.rewards_pb2_grpc import RewardServiceAsyncStub
+    from coalition.v1.wallet_pb2_grpc import WalletServiceAsyncStub
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -366,6 +369,7 @@ class CoalitionClient:
         self._points: PointsServiceAsyncStub | None = None
         self._rewards: RewardServiceAsyncStub | None = None
         self._donations: DonationServiceAsyncStub | None = None
+        self._wallet: WalletServiceAsyncStub | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -396,6 +400,7 @@ class CoalitionClient:
         self._donations = cast(
             "DonationServiceAsyncStub", donations_pb2_grpc.DonationServiceStub(channel)
         )
+        self._wallet = cast("WalletServiceAsyncStub", wallet_pb2_grpc.WalletServiceStub(channel))
         return self
 
     async def __aexit__(
@@ -411,6 +416,7 @@ class CoalitionClient:
         self._members = self._partners = self._points = None
         self._rewards = None
         self._donations = None
+        self._wallet = None
         if channel is not None:
             await channel.close()
 
@@ -450,6 +456,12 @@ class CoalitionClient:
         if self._donations is None:
             raise RuntimeError("open the client first: async with CoalitionClient(...)")
         return self._donations
+
+    @property
+    def wallet(self) -> WalletServiceAsyncStub:
+        if self._wallet is None:
+            raise RuntimeError("open the client first: async with CoalitionClient(...)")
+        return self._wallet
 
     async def _call(self, method: Any, request: Any) -> Any:
         """One logical call: the same request (same request_id) on every attempt."""
@@ -686,6 +698,31 @@ class CoalitionClient:
             self.donations.ListDonations, request
         )
         return response
+
+    # Wallet cards ---------------------------------------------------------------------------
+
+    async def issue_wallet_card(
+        self, member: common_pb2.MemberRef | str, *, request_id: str | None = None
+    ) -> wallet_pb2.IssueWalletCardResponse:
+        """The member's wallet card, created or brought up to date: the signed Apple `.pkpass`
+        bytes, the "Save to Google Wallet" URL and the card page URL (give those to the member
+        only). FailedPreconditionError: WALLET_NOT_CONFIGURED."""
+        request = wallet_pb2.IssueWalletCardRequest(
+            request_id=_new_request_id(request_id), member=member_ref(member)
+        )
+        response: wallet_pb2.IssueWalletCardResponse = await self._call(
+            self.wallet.IssueWalletCard, request
+        )
+        return response
+
+    async def get_wallet_card(self, member: common_pb2.MemberRef | str) -> wallet_pb2.WalletCard:
+        """What the member's card shows now and how many devices follow it.
+        NotFoundError: WALLET_CARD_NOT_FOUND when none was issued."""
+        request = wallet_pb2.GetWalletCardRequest(member=member_ref(member))
+        response: wallet_pb2.GetWalletCardResponse = await self._call(
+            self.wallet.GetWalletCard, request
+        )
+        return response.card
 
     # Partners (operator only) ---------------------------------------------------------------
 

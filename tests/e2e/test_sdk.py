@@ -154,6 +154,37 @@ async def test_a_donation_and_its_receipt_through_the_sdk(gateway) -> None:
     assert gift.donation.receipt_number.encode() in receipt.document
 
 
+async def test_a_wallet_card_through_the_sdk(start_gateway, tmp_path) -> None:
+    from wallet_support import dev_certs
+
+    from wallet.adapters.apns import ApnsClient, tls_context
+    from wallet.adapters.pkpass import ASSETS_DIR_DEFAULT, PassCredentials, load_images
+    from wallet.config import Apple, Wallet
+    from wallet.domain.card import Program
+
+    certs = dev_certs(tmp_path)
+    credentials = PassCredentials.load(certs.certificate, certs.key, certs.wwdr)
+    program = Program(pass_type_id=credentials.pass_type_id(), team_id=credentials.team_id())
+    apns = ApnsClient("https://127.0.0.1:9", tls_context(certs.certificate, certs.key, None))
+    wallet = Wallet(program, apple=Apple(credentials, load_images(ASSETS_DIR_DEFAULT), apns))
+    gateway = await start_gateway(wallet=wallet)
+    _, hotel_key = await gateway.create_partner("grand-hotel")
+    async with CoalitionClient(gateway.target, hotel_key) as hotel:
+        member = await hotel.enroll_member("Ada Lovelace")
+        with pytest.raises(NotFoundError) as none_yet:
+            await hotel.get_wallet_card(member.name)
+        await hotel.earn_points(member.name, amount_minor=150_00, currency_code="USD")
+        issued = await hotel.issue_wallet_card(member.name)
+        card = await hotel.get_wallet_card(member.name)
+    await wallet.aclose()
+
+    assert none_yet.value.reason == "WALLET_CARD_NOT_FOUND"
+    assert issued.pkpass[:2] == b"PK"  # a zip
+    assert issued.google_save_url == ""  # Google Wallet is not set up here
+    assert card.serial_number == issued.card.serial_number
+    assert card.balance_points == 1_500
+
+
 async def test_operator_creates_a_partner_and_its_key_through_the_sdk(gateway) -> None:
     async with CoalitionClient(gateway.target, gateway.operator_key) as operator:
         partner = await operator.create_partner(
