@@ -55,6 +55,8 @@ class ApnsClient:
                 content=b"{}",
                 headers={"apns-topic": topic, "apns-push-type": "background"},
             )
+        except httpx.InvalidURL as exc:  # a token no URL can carry will never work
+            return PushResult(PushOutcome.GONE, f"InvalidURL: {exc}")
         except httpx.HTTPError as exc:
             return PushResult(PushOutcome.RETRY, f"{type(exc).__name__}: {exc}")
         if response.status_code == 200:

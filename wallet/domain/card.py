@@ -54,7 +54,7 @@ class Program:
     google_class_suffix: str = "coalition-loyalty"
 
     def __post_init__(self) -> None:
-        if not _PASS_TYPE_ID.match(self.pass_type_id):
+        if not _PASS_TYPE_ID.fullmatch(self.pass_type_id):
             raise WalletConfigError(
                 f"pass type id {self.pass_type_id!r} must look like pass.com.example.card"
             )
@@ -63,11 +63,13 @@ class Program:
         if not self.web_url.startswith(("https://", "http://")):
             raise WalletConfigError(f"web URL {self.web_url!r} must be http(s)://")
         for color in (self.background_color, self.foreground_color, self.label_color):
-            if not _HEX_COLOR.match(color):
+            if not _HEX_COLOR.fullmatch(color):
                 raise WalletConfigError(f"color {color!r} must be #rrggbb")
-        if self.google_issuer_id and not self.google_issuer_id.isdigit():
+        if self.google_issuer_id and not (
+            self.google_issuer_id.isascii() and self.google_issuer_id.isdigit()
+        ):
             raise WalletConfigError("the Google issuer id is a number")
-        if not _GOOGLE_ID_PART.match(self.google_class_suffix):
+        if not _GOOGLE_ID_PART.fullmatch(self.google_class_suffix):
             raise WalletConfigError("the Google class suffix allows letters, digits, . _ -")
 
     @property
@@ -121,7 +123,7 @@ class CardContent:
 
 
 def is_serial_number(text: str) -> bool:
-    return bool(_SERIAL.match(text))
+    return bool(_SERIAL.fullmatch(text))
 
 
 def card_name(member_id: str) -> str:

@@ -43,7 +43,7 @@ def unauthorized() -> Unauthenticated:
 
 
 def check_device_id(device_id: str) -> str:
-    if not _DEVICE_ID.match(device_id):
+    if not _DEVICE_ID.fullmatch(device_id):
         raise InvalidArgument.on_field(
             "deviceLibraryIdentifier",
             "INVALID_DEVICE_ID",
@@ -53,7 +53,7 @@ def check_device_id(device_id: str) -> str:
 
 
 def check_push_token(token: object) -> str:
-    if not isinstance(token, str) or not _PUSH_TOKEN.match(token):
+    if not isinstance(token, str) or not _PUSH_TOKEN.fullmatch(token):
         raise InvalidArgument.on_field(
             "pushToken", "INVALID_PUSH_TOKEN", f"1 to {PUSH_TOKEN_CHARS_MAX} letters or digits"
         )
