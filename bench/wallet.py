@@ -181,7 +181,7 @@ async def bench_serials(url: str, requests: int, concurrency: int, directory: Pa
     creds = PassCredentials.load(certs.certificate, certs.key, certs.wwdr)
     wallet = Wallet(dc.Program(pass_type_id=PASS_TYPE_ID, team_id=TEAM_ID))
     apns = ApnsClient("https://127.0.0.1:9", tls_context(certs.certificate, certs.key, None))
-    wallet.apple = Apple(creds, load_images(ASSETS_DIR_DEFAULT), apns)  # pushes nothing here
+    wallet.apple = Apple(creds, apns)  # pushes nothing here
     serials = []
     for n in range(CARDS):
         async with db.begin() as conn:
@@ -200,7 +200,7 @@ async def bench_serials(url: str, requests: int, concurrency: int, directory: Pa
                 PASS_TYPE_ID,
                 serial,
                 f"ApplePass {ctx.vault.pass_token(serial)}",
-                "0123456789abcdef",
+                b'{"pushToken": "0123456789abcdef"}',
             )
         found = await passkit.updated_serials(conn, device, PASS_TYPE_ID, "0")
     assert found is not None and len(found.serial_numbers) == CARDS_PER_DEVICE

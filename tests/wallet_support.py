@@ -26,7 +26,7 @@ from partners import ca as ca_lib
 from wallet.adapters.apns import ApnsClient, tls_context
 from wallet.adapters.devcerts import DevCertPaths, make_dev_certs
 from wallet.adapters.google import GoogleWalletClient, ServiceAccount
-from wallet.adapters.pkpass import ASSETS_DIR_DEFAULT, PassCredentials, load_images
+from wallet.adapters.pkpass import PassCredentials
 from wallet.config import Apple, Google, Wallet
 from wallet.domain.card import Program
 
@@ -57,12 +57,16 @@ class Push:
 
 @dataclass
 class FakeApns:
-    """Answers like APNs: 200, or 410 Unregistered for the tokens in `gone`."""
+    """Answers like APNs: 200, 410 Unregistered for the tokens in `gone`, or 500
+    InternalServerError for the tokens in `fail`. While `hold` is set to an event, every push is
+    recorded at once but answered only when the event is set."""
 
     url: str = ""
     ca_file: Path | None = None
     pushes: list[Push] = field(default_factory=list)
     gone: set[str] = field(default_factory=set)
+    fail: set[str] = field(default_factory=set)
+    hold: asyncio.Event | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -79,8 +83,12 @@ class FakeApns:
         peer = scope.get("extensions", {}).get("tls", {}).get("client_cert_name") or ""
         self.pushes.append(Push(scope["path"], headers, body, scope["http_version"], peer))
         self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if token in self.gone:
             status, reply = 410, {"reason": "Unregistered", "timestamp": 1700000000000}
+        elif token in self.fail:
+            status, reply = 500, {"reason": "InternalServerError"}
         else:
             status, reply = 200, {}
         payload = json.dumps(reply).encode() if reply else b""
@@ -131,7 +139,13 @@ class FakeGoogle:
     url: str = ""
     saved: set[str] = field(default_factory=set)
     """Object ids a member has saved: PATCH answers 200 for them, 404 for others."""
+    fail: set[str] = field(default_factory=set)
+    """Object ids whose PATCH answers 503 (Google having a bad day), saved or not."""
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    inserted: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {"loyaltyClass": {}, "loyaltyObject": {}}
+    )
+    """What the gateway created, by kind and id; an inserted object counts as saved."""
     tokens_issued: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -139,6 +153,7 @@ class FakeGoogle:
         app = web.Application()
         app.router.add_post("/token", self.token)
         app.router.add_patch("/walletobjects/v1/loyaltyObject/{id}", self.patch)
+        app.router.add_post("/walletobjects/v1/{kind}", self.insert)
         return app
 
     async def token(self, request: web.Request) -> web.Response:
@@ -160,6 +175,19 @@ class FakeGoogle:
         token = f"ya29.test-{self.tokens_issued}"
         return web.json_response({"access_token": token, "expires_in": 3600})
 
+    async def insert(self, request: web.Request) -> web.Response:
+        if not request.headers.get("authorization", "").startswith("Bearer ya29.test-"):
+            return web.json_response({"error": {"code": 401}}, status=401)
+        kind, body = request.match_info["kind"], await request.json()
+        if kind not in self.inserted:
+            return web.json_response({"error": {"code": 404}}, status=404)
+        if body["id"] in self.inserted[kind]:
+            return web.json_response({"error": {"code": 409}}, status=409)
+        self.inserted[kind][body["id"]] = body
+        if kind == "loyaltyObject":
+            self.saved.add(body["id"])
+        return web.json_response(body)
+
     async def patch(self, request: web.Request) -> web.Response:
         if not request.headers.get("authorization", "").startswith("Bearer ya29.test-"):
             return web.json_response({"error": {"code": 401}}, status=401)
@@ -167,6 +195,8 @@ class FakeGoogle:
         body = await request.json()
         self.patches.append((object_id, body))
         self.arrived.set()
+        if object_id in self.fail:
+            return web.json_response({"error": {"code": 503}}, status=503)
         if object_id not in self.saved:
             return web.json_response({"error": {"code": 404}}, status=404)
         return web.json_response({"id": object_id, **body})
@@ -234,7 +264,6 @@ async def wallet_rig(directory: Path, web_url: str) -> AsyncIterator[WalletRig]:
         program,
         apple=Apple(
             PassCredentials.load(certs.certificate, certs.key, certs.wwdr),
-            load_images(ASSETS_DIR_DEFAULT),
             ApnsClient(apns.url, tls_context(certs.certificate, certs.key, apns.ca_file)),
         ),
         google=Google(
@@ -249,3 +278,35 @@ async def wallet_rig(directory: Path, web_url: str) -> AsyncIterator[WalletRig]:
         apns.stop.set()  # type: ignore[attr-defined]
         await apns_task
         await google_runner.cleanup()
+
+
+# -- the wallet web service ------------------------------------------------------------------
+
+
+@dataclass
+class WalletWeb:
+    """A rig whose wallet web service (PassKit and the card page) is served at `base`."""
+
+    rig: WalletRig
+    base: str
+
+
+async def wallet_web(ctx: Any, directory: Path) -> AsyncIterator[WalletWeb]:
+    """wallet_rig, with create_web_app(ctx, wallet) listening on the rig's web URL (the port is
+    taken first: the wallet needs its public URL before the app exists)."""
+    from gateway.entrypoints.web import create_web_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        async for rig in wallet_rig(directory, base):
+            runner = web.AppRunner(create_web_app(ctx, rig.wallet), access_log=None)
+            await runner.setup()
+            try:
+                await web.SockSite(runner, sock).start()
+                yield WalletWeb(rig, base)
+            finally:
+                await runner.cleanup()
+    finally:
+        sock.close()

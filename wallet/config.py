@@ -34,7 +34,6 @@ def _env(name: str, default: str = "") -> str:
 @dataclass
 class Apple:
     credentials: PassCredentials
-    images: dict[str, bytes]
     apns: ApnsClient
 
 
@@ -51,6 +50,8 @@ class Wallet:
     program: Program
     apple: Apple | None = None
     google: Google | None = None
+    images: dict[str, bytes] = field(default_factory=lambda: load_images(ASSETS_DIR_DEFAULT))
+    """Icon and logo at 1x-3x: in every pass, and Google's program logo (/cards/assets)."""
     notes: list[str] = field(default_factory=list)
     """What is not set up, for the startup log."""
 
@@ -105,28 +106,25 @@ def load_wallet(web_url_default: str, cert_dir_default: Path | None = None) -> W
         web_url=_env("WALLET_URL", web_url_default),
         google_issuer_id=issuer_id,
     )
-    wallet = Wallet(program, notes=notes)
+    try:
+        images = load_images(Path(_env("WALLET_ASSETS_DIR") or ASSETS_DIR_DEFAULT))
+    except SigningError as exc:
+        raise WalletConfigError(str(exc)) from None
+    # Everything is checked before any client opens, so a bad setting leaks no connection.
+    tls = None
     if credentials is not None:
         apns_ca = _env("APNS_CA_FILE")
         try:
-            images = load_images(Path(_env("WALLET_ASSETS_DIR") or ASSETS_DIR_DEFAULT))
             tls = tls_context(Path(cert), Path(key), Path(apns_ca) if apns_ca else None)
-        except (SigningError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise WalletConfigError(f"Apple Wallet: {exc}") from None
-        wallet.apple = Apple(
-            credentials, images, ApnsClient(_env("APNS_URL", APNS_URL_DEFAULT), tls)
-        )
     key_file = _env("GOOGLE_WALLET_KEY_FILE")
+    account = None
     if key_file and issuer_id:
         try:
             account = ServiceAccount.from_file(Path(key_file))
         except GoogleConfigError as exc:
             raise WalletConfigError(str(exc)) from None
-        origins = _env("GOOGLE_WALLET_ORIGINS") or _origin(program.web_url)
-        wallet.google = Google(
-            GoogleWalletClient(account, _env("GOOGLE_WALLET_API_URL", GOOGLE_API_URL_DEFAULT)),
-            tuple(o.strip() for o in origins.split(",") if o.strip()),
-        )
     elif key_file or issuer_id:
         raise WalletConfigError(
             "Google Wallet needs COALITION_GOOGLE_WALLET_KEY_FILE and "
@@ -134,6 +132,15 @@ def load_wallet(web_url_default: str, cert_dir_default: Path | None = None) -> W
         )
     else:
         notes.append("Google Wallet is off (no service account key and issuer id)")
+    wallet = Wallet(program, notes=notes, images=images)
+    if credentials is not None and tls is not None:
+        wallet.apple = Apple(credentials, ApnsClient(_env("APNS_URL", APNS_URL_DEFAULT), tls))
+    if account is not None:
+        origins = _env("GOOGLE_WALLET_ORIGINS") or _origin(program.web_url)
+        wallet.google = Google(
+            GoogleWalletClient(account, _env("GOOGLE_WALLET_API_URL", GOOGLE_API_URL_DEFAULT)),
+            tuple(o.strip() for o in origins.split(",") if o.strip()),
+        )
     return wallet
 
 

@@ -11,6 +11,7 @@ in the row it already returns, and only a carded member's change writes a mark.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy import exists, literal, select
@@ -21,6 +22,7 @@ from gateway.adapters.models import WalletCardRow, WalletChangeRow, table_of
 
 CARDS = table_of(WalletCardRow)
 CHANGES = table_of(WalletChangeRow)
+VERSION_BITS = 62
 
 
 def _upsert(conn: AsyncConnection) -> Any:
@@ -28,9 +30,15 @@ def _upsert(conn: AsyncConnection) -> Any:
     return dialect.insert(CHANGES)
 
 
+def _first_version() -> int:
+    """A new mark starts at a random version, never at a value an updater might still hold from
+    an earlier mark of the same member (it deletes only the version it read)."""
+    return secrets.randbits(VERSION_BITS)
+
+
 async def mark(conn: AsyncConnection, member_id: str) -> None:
     """The member's card (the caller knows there is one) needs an update."""
-    stmt = _upsert(conn).values(member_id=member_id, version=1, attempts=0)
+    stmt = _upsert(conn).values(member_id=member_id, version=_first_version(), attempts=0)
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[CHANGES.c.member_id], set_={"version": CHANGES.c.version + 1}
@@ -40,7 +48,7 @@ async def mark(conn: AsyncConnection, member_id: str) -> None:
 
 async def mark_if_carded(conn: AsyncConnection, member_id: str) -> None:
     """The member's card, if they have one, needs an update (a tier or name change)."""
-    carded = select(literal(member_id), literal(1), literal(0)).where(
+    carded = select(literal(member_id), literal(_first_version()), literal(0)).where(
         exists().where(CARDS.c.member_id == member_id)
     )
     stmt = _upsert(conn).from_select(["member_id", "version", "attempts"], carded)

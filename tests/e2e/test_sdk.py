@@ -158,7 +158,7 @@ async def test_a_wallet_card_through_the_sdk(start_gateway, tmp_path) -> None:
     from wallet_support import dev_certs
 
     from wallet.adapters.apns import ApnsClient, tls_context
-    from wallet.adapters.pkpass import ASSETS_DIR_DEFAULT, PassCredentials, load_images
+    from wallet.adapters.pkpass import PassCredentials
     from wallet.config import Apple, Wallet
     from wallet.domain.card import Program
 
@@ -166,7 +166,7 @@ async def test_a_wallet_card_through_the_sdk(start_gateway, tmp_path) -> None:
     credentials = PassCredentials.load(certs.certificate, certs.key, certs.wwdr)
     program = Program(pass_type_id=credentials.pass_type_id(), team_id=credentials.team_id())
     apns = ApnsClient("https://127.0.0.1:9", tls_context(certs.certificate, certs.key, None))
-    wallet = Wallet(program, apple=Apple(credentials, load_images(ASSETS_DIR_DEFAULT), apns))
+    wallet = Wallet(program, apple=Apple(credentials, apns))
     gateway = await start_gateway(wallet=wallet)
     _, hotel_key = await gateway.create_partner("grand-hotel")
     async with CoalitionClient(gateway.target, hotel_key) as hotel:

@@ -241,9 +241,10 @@ async def test_the_google_save_link_verifies_with_the_service_account_key(
     assert claims["iss"] == rig.google.client_email
     assert claims["typ"] == "savetowallet"
     assert claims["origins"] == [rig.wallet.program.web_url]
-    [loyalty_class] = claims["payload"]["loyaltyClasses"]
+    assert "loyaltyClasses" not in claims["payload"]  # created over REST: links stay short
+    assert len(issued.google_save_url) < 1_800  # Google's limit for links
     [loyalty_object] = claims["payload"]["loyaltyObjects"]
-    assert loyalty_object["classId"] == loyalty_class["id"]
+    assert loyalty_object["classId"] == rig.wallet.program.google_class_id
     assert loyalty_object["id"] == issued.card.google_object_id
     assert loyalty_object["accountName"] == "Grace Hopper"
     assert loyalty_object["loyaltyPoints"]["balance"] == {"int": 0}
@@ -289,3 +290,65 @@ async def test_a_gateway_without_wallet_settings_says_so(gateway: Any) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         "WALLET_NOT_CONFIGURED",
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "status"),
+    [
+        ("POST", "/passkit/v1/log", {}, b"[" * 60_000, 400),
+        ("POST", "/passkit/v1/log", {}, b"\xff\xfe", 400),
+        ("POST", "/passkit/v1/log", {}, b'{"logs": "not a list"}', 400),
+        ("GET", f"/passkit/v1/devices/{DEVICE}/registrations/pass%00x", {}, b"", 400),
+        ("GET", f"/passkit/v1/devices/dev%0A/registrations/{PASS_TYPE_ID}", {}, b"", 400),
+        (
+            "GET",
+            f"/passkit/v1/passes/{PASS_TYPE_ID}/{'0' * 32}",
+            {"Authorization": "Basic x"},
+            b"",
+            401,
+        ),
+    ],
+    ids=["deep-json", "not-utf8", "logs-not-list", "nul-pass-type", "newline-device", "basic-auth"],
+)
+async def test_malformed_requests_get_a_reason_not_a_500(
+    phone: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+) -> None:
+    async with phone.request(method, path, headers=headers, data=body) as reply:
+        assert reply.status == status
+        assert (await reply.json())["reason"]
+
+
+async def test_odd_but_valid_dates_and_undecodable_tokens_are_handled(
+    api: Api, phone: aiohttp.ClientSession
+) -> None:
+    member = await api.enroll()
+    card = pass_json((await issue(api, member)).pkpass)
+    path = f"/passkit/v1/passes/{PASS_TYPE_ID}/{card['serialNumber']}"
+    token = card["authenticationToken"]
+    # HTTP dates without a zone (RFC 850's "-0000", asctime) are GMT all the same.
+    for date in ("Tue, 24 Nov 2099 19:46:52 -0000", "Sun Nov  6 08:49:37 2099"):
+        async with phone.get(path, headers={**auth(token), "If-Modified-Since": date}) as reply:
+            assert reply.status == 304, date
+    # Bytes that are not UTF-8 in the Authorization header: wrong, not a crash.
+    async with phone.get(path, headers={"Authorization": "ApplePass \udcff\udcfe"}) as reply:
+        assert reply.status == 401
+
+
+async def test_registering_checks_the_pass_before_reading_the_body(
+    api: Api, phone: aiohttp.ClientSession
+) -> None:
+    member = await api.enroll()
+    card = pass_json((await issue(api, member)).pkpass)
+    path = registration(card["serialNumber"])
+    async with phone.post(path, data=b"not json", headers=auth("0" * 64)) as reply:
+        assert reply.status == 401
+    async with phone.post(
+        path, data=b"not json", headers=auth(card["authenticationToken"])
+    ) as reply:
+        assert reply.status == 400
+        assert (await reply.json())["reason"] == "INVALID_JSON"

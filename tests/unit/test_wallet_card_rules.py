@@ -537,11 +537,10 @@ def test_loyalty_object_shape() -> None:
 
 def test_save_claims_shape() -> None:
     now = datetime(2030, 1, 1, 12, 0, 0, 999_999, tzinfo=UTC)
-    cls = dc.loyalty_class(PROGRAM, "https://wallet.example.org/logo.png")
     obj = dc.loyalty_object(PROGRAM, SERIAL, CONTENT)
 
     claims = dc.save_claims(
-        "wallet@example.iam.gserviceaccount.com", ("https://a", "https://b"), cls, obj, now
+        "wallet@example.iam.gserviceaccount.com", ("https://a", "https://b"), obj, now
     )
 
     assert claims == {
@@ -550,7 +549,7 @@ def test_save_claims_shape() -> None:
         "typ": "savetowallet",
         "iat": int(datetime(2030, 1, 1, 12, tzinfo=UTC).timestamp()),
         "origins": ["https://a", "https://b"],
-        "payload": {"loyaltyClasses": [cls], "loyaltyObjects": [obj]},
+        "payload": {"loyaltyObjects": [obj]},  # the class is created over REST
     }
     assert isinstance(claims["iat"], int)
     json.dumps(claims)  # a JWT payload: plain JSON

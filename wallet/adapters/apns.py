@@ -53,7 +53,8 @@ class ApnsClient:
             response = await self._client.post(
                 f"/3/device/{push_token}",
                 content=b"{}",
-                headers={"apns-topic": topic, "apns-push-type": "background"},
+                # A background push must go at priority 5 (APNs "Sending notification requests").
+                headers={"apns-topic": topic, "apns-push-type": "background", "apns-priority": "5"},
             )
         except httpx.InvalidURL as exc:  # a token no URL can carry will never work
             return PushResult(PushOutcome.GONE, f"InvalidURL: {exc}")

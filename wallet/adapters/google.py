@@ -39,6 +39,8 @@ class UpdateOutcome(enum.Enum):
     UPDATED = "UPDATED"
     NOT_SAVED = "NOT_SAVED"
     """404: the member has not saved the card to Google Wallet (yet); nothing to update."""
+    EXISTS = "EXISTS"
+    """409 on insert: Google has it already."""
     RETRY = "RETRY"
 
 
@@ -130,6 +132,23 @@ class GoogleWalletClient:
             return UpdateResult(UpdateOutcome.UPDATED)
         if response.status_code == 404:
             return UpdateResult(UpdateOutcome.NOT_SAVED)
+        return UpdateResult(UpdateOutcome.RETRY, f"{response.status_code} {response.text[:200]}")
+
+    async def insert(self, kind: str, body: dict[str, Any]) -> UpdateResult:
+        """POST walletobjects/v1/{kind} ("loyaltyClass", "loyaltyObject")."""
+        try:
+            token = await self._access_token()
+            response = await self._client.post(
+                f"/walletobjects/v1/{kind}",
+                json=body,
+                headers={"authorization": f"Bearer {token}"},
+            )
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            return UpdateResult(UpdateOutcome.RETRY, f"{type(exc).__name__}: {exc}")
+        if response.status_code == 200:
+            return UpdateResult(UpdateOutcome.UPDATED)
+        if response.status_code == 409:
+            return UpdateResult(UpdateOutcome.EXISTS)
         return UpdateResult(UpdateOutcome.RETRY, f"{response.status_code} {response.text[:200]}")
 
     async def aclose(self) -> None:

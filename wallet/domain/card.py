@@ -23,6 +23,8 @@ PARTNERS_SHOWN_MAX = 20
 """Partners listed on the back of the card."""
 LOCALES = ("en", "fr", "de")
 """Languages the Apple pass carries strings for (pass.strings in {locale}.lproj)."""
+PASS_TYPE_ID_CHARS_MAX = 120
+"""As stored (wallet_cards.pass_type_id)."""
 PKPASS_MIME = "application/vnd.apple.pkpass"
 GOOGLE_SAVE_URL = "https://pay.google.com/gp/v/save/"
 
@@ -54,7 +56,7 @@ class Program:
     google_class_suffix: str = "coalition-loyalty"
 
     def __post_init__(self) -> None:
-        if not _PASS_TYPE_ID.fullmatch(self.pass_type_id):
+        if not is_pass_type_id(self.pass_type_id):
             raise WalletConfigError(
                 f"pass type id {self.pass_type_id!r} must look like pass.com.example.card"
             )
@@ -120,6 +122,10 @@ class CardContent:
             **{**data, "partners": tuple(data["partners"])},
             expiring_time=datetime.fromisoformat(when) if when else None,
         )
+
+
+def is_pass_type_id(text: str) -> bool:
+    return len(text) <= PASS_TYPE_ID_CHARS_MAX and bool(_PASS_TYPE_ID.fullmatch(text))
 
 
 def is_serial_number(text: str) -> bool:
@@ -336,16 +342,19 @@ def loyalty_object(program: Program, serial_number: str, content: CardContent) -
 def save_claims(
     issuer_email: str,
     origins: tuple[str, ...],
-    loyalty_class_: dict[str, Any],
     loyalty_object_: dict[str, Any],
     now: datetime,
 ) -> dict[str, Any]:
-    """The claims of a "Save to Google Wallet" JWT (signed RS256 by the service account)."""
+    """The claims of a "Save to Google Wallet" JWT (signed RS256 by the service account).
+
+    The class is created through the REST API (once per program), not carried here: Google
+    caps links at about 1,800 characters. The object is carried whole, so a save works even
+    before the updater has created it; once it exists Google keeps its own, current copy."""
     return {
         "iss": issuer_email,
         "aud": "google",
         "typ": "savetowallet",
         "iat": int(now.timestamp()),
         "origins": list(origins),
-        "payload": {"loyaltyClasses": [loyalty_class_], "loyaltyObjects": [loyalty_object_]},
+        "payload": {"loyaltyObjects": [loyalty_object_]},
     }

@@ -15,11 +15,10 @@ Errors answer JSON {"reason": ..., "message": ...} with 400, 401 or 404.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,8 @@ PAGE_HEADERS = {
     ),
 }
 
+log = logging.getLogger("coalition.passkit")
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -83,18 +84,19 @@ def _errors(handler: Handler) -> Handler:
             return await handler(request)
         except CoalitionError as exc:
             return _error(exc)
+        except web.HTTPException:
+            raise
+        except Exception:  # a bug: log it, answer without internals
+            log.exception("wallet web request %s %s failed", request.method, request.path)
+            return web.json_response(
+                {"reason": "INTERNAL", "message": "the request failed; it was logged"}, status=500
+            )
 
     return wrapped
 
 
 async def _json_body(request: web.Request, field: str) -> Any:
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument.on_field(field, "INVALID_JSON", "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument.on_field(field, "INVALID_JSON", "expected a JSON object")
-    return body.get(field)
+    return passkit.body_field(await request.read(), field)
 
 
 def _http_date(when: datetime) -> str:
@@ -106,9 +108,11 @@ def _if_modified_since(request: web.Request) -> datetime | None:
     if not raw:
         return None
     try:
-        return parsedate_to_datetime(raw)
+        when = parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
         return None  # an unreadable date is no condition (RFC 9110 13.1.3)
+    # "-0000" and the asctime form carry no zone: HTTP dates are always GMT (RFC 9110 5.6.7).
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def _pass_response(data: bytes, card: cards.CardView) -> web.Response:
@@ -133,16 +137,10 @@ def add_wallet_routes(app: web.Application, ctx: AppContext, wallet: Wallet) -> 
     @_errors
     async def register(request: web.Request) -> web.Response:
         device, pass_type, serial = path_args(request)
-        push_token = await _json_body(request, "pushToken")
+        body = await request.read()
         async with db.begin() as conn:
             created = await passkit.register(
-                conn,
-                ctx,
-                device,
-                pass_type,
-                serial,
-                request.headers.get("Authorization"),
-                push_token,
+                conn, ctx, device, pass_type, serial, request.headers.get("Authorization"), body
             )
         return web.Response(status=201 if created else 200)
 
@@ -196,8 +194,8 @@ def add_wallet_routes(app: web.Application, ctx: AppContext, wallet: Wallet) -> 
     async def page_card(request: web.Request) -> cards.CardView:
         serial = request.match_info["serial"]
         token = request.query.get("token", "")
-        if not dc.is_serial_number(serial) or not hmac.compare_digest(
-            token.encode(), ctx.vault.pass_token(serial).encode()
+        if not dc.is_serial_number(serial) or not passkit.same_secret(
+            token, ctx.vault.pass_token(serial)
         ):
             raise NotFound("CARD_NOT_FOUND", "no such card, or the link is incomplete")
         async with db.connect() as conn:
@@ -229,10 +227,10 @@ def add_wallet_routes(app: web.Application, ctx: AppContext, wallet: Wallet) -> 
 
     async def asset(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if wallet.apple is None or name not in IMAGE_NAMES:
+        if name not in IMAGE_NAMES:
             raise web.HTTPNotFound()
         return web.Response(
-            body=wallet.apple.images[name],
+            body=wallet.images[name],
             content_type="image/png",
             headers={"Cache-Control": "public, max-age=86400"},
         )

@@ -132,11 +132,16 @@ def _view(r: Any) -> CardView:
 
 
 async def store(
-    conn: AsyncConnection, ctx: AppContext, card: CardView, content: dc.CardContent
+    conn: AsyncConnection,
+    ctx: AppContext,
+    card: CardView,
+    content: dc.CardContent,
+    tag: int | None = None,
 ) -> CardView:
-    """Save new content under a new tag and Last-Modified; pushed_tag stays behind until the
-    devices have been told."""
-    tag = await next_tag(conn)
+    """Save new content under a new tag (or the batch's, taken in this transaction) and
+    Last-Modified; pushed_tag stays behind until the devices have been told."""
+    if tag is None:
+        tag = await next_tag(conn)
     when = later_second(card.update_time, ctx.clock.now())
     await conn.execute(
         update(CARDS)
@@ -170,15 +175,18 @@ async def issue(
                 pass_type_id=wallet.program.pass_type_id,
                 content=content.to_json(),
                 update_tag=tag,
-                pushed_tag=tag,  # nobody holds it yet: nothing to push
+                pushed_tag=0,  # told nobody yet: the updater creates the Google object
                 create_time=now,
                 update_time=now,
             )
         )
-        card = CardView(member.id, serial, wallet.program.pass_type_id, content, tag, tag, now, now)
-    elif card.content != content:
-        card = await store(conn, ctx, card, content)
-        await marks.mark(conn, member.id)  # the updater pushes the devices holding it
+        await marks.mark(conn, member.id)
+        card = CardView(member.id, serial, wallet.program.pass_type_id, content, tag, 0, now, now)
+    else:
+        if card.content != content:
+            card = await store(conn, ctx, card, content)
+            await marks.mark(conn, member.id)  # the updater pushes the devices holding it
+        card = replace(card, registered_devices=await registered_devices(conn, card))
     return rendered(ctx, wallet, card)
 
 
@@ -204,7 +212,7 @@ def build_pkpass(ctx: AppContext, wallet: Wallet, card: CardView) -> bytes:
         ctx.vault.pass_token(card.serial_number),
         f"{wallet.program.program_name} — {strings['DESCRIPTION']}",
         wallet.apple.credentials,
-        wallet.apple.images,
+        wallet.images,
     )
 
 
@@ -218,7 +226,6 @@ def google_save_url(ctx: AppContext, wallet: Wallet, card: CardView) -> str:
     claims = dc.save_claims(
         wallet.google.client.account.client_email,
         wallet.google.origins,
-        dc.loyalty_class(wallet.program, logo_url(wallet)),
         dc.loyalty_object(wallet.program, card.serial_number, card.content),
         ctx.clock.now(),
     )
@@ -253,9 +260,13 @@ async def get(conn: AsyncConnection, member_id: str) -> CardView:
             "this member has no wallet card yet: IssueWalletCard creates it",
             {"member": f"members/{member_id}"},
         )
+    return replace(card, registered_devices=await registered_devices(conn, card))
+
+
+async def registered_devices(conn: AsyncConnection, card: CardView) -> int:
     registered = await conn.scalar(
         select(func.count())
         .select_from(REGISTRATIONS)
         .where(REGISTRATIONS.c.serial_number == card.serial_number)
     )
-    return replace(card, registered_devices=int(registered or 0))
+    return int(registered or 0)

@@ -9,9 +9,11 @@ each changed pass, and unregisters when the pass is deleted.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -60,6 +62,30 @@ def check_push_token(token: object) -> str:
     return token
 
 
+def same_secret(supplied: str, expected: str) -> bool:
+    """Constant-time comparison; anything not ASCII (even undecodable header bytes) is wrong."""
+    return supplied.isascii() and hmac.compare_digest(supplied.encode(), expected.encode())
+
+
+def check_pass_type(pass_type_id: str) -> str:
+    if not dc.is_pass_type_id(pass_type_id):
+        raise InvalidArgument.on_field(
+            "passTypeIdentifier", "INVALID_PASS_TYPE", "expected pass.{reverse DNS name}"
+        )
+    return pass_type_id
+
+
+def body_field(body: bytes, field: str) -> Any:
+    """A field of a JSON object body (a push token, log lines)."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
+        raise InvalidArgument.on_field(field, "INVALID_JSON", "the body is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidArgument.on_field(field, "INVALID_JSON", "expected a JSON object")
+    return parsed.get(field)
+
+
 async def authorized_card(
     conn: AsyncConnection,
     ctx: AppContext,
@@ -70,12 +96,12 @@ async def authorized_card(
     """The card a request names, if its ApplePass token is right (401 otherwise)."""
     if not dc.is_serial_number(serial_number):
         raise unauthorized()
-    supplied = (authorization or "").removeprefix(AUTH_SCHEME)
-    expected = ctx.vault.pass_token(serial_number)
-    if not (authorization or "").startswith(AUTH_SCHEME) or not hmac.compare_digest(
-        supplied.encode(), expected.encode()
+    header = authorization or ""
+    if not header.startswith(AUTH_SCHEME) or not same_secret(
+        header.removeprefix(AUTH_SCHEME), ctx.vault.pass_token(serial_number)
     ):
         raise unauthorized()
+    check_pass_type(pass_type_id)
     card = await cards.find(conn, serial_number=serial_number)
     if card is None or card.pass_type_id != pass_type_id:
         raise NotFound("PASS_NOT_FOUND", "no such pass")
@@ -89,12 +115,13 @@ async def register(
     pass_type_id: str,
     serial_number: str,
     authorization: str | None,
-    push_token: object,
+    body: bytes,
 ) -> bool:
-    """True if the registration is new (201), False if it existed (200)."""
+    """True if the registration is new (201), False if it existed (200). The body (JSON with
+    pushToken) is read only once the caller proved it holds the pass."""
     card = await authorized_card(conn, ctx, pass_type_id, serial_number, authorization)
     check_device_id(device_id)
-    token = check_push_token(push_token)
+    token = check_push_token(body_field(body, "pushToken"))
     now = ctx.clock.now()
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     device = dialect.insert(DEVICES).values(
@@ -167,6 +194,7 @@ async def updated_serials(
 ) -> Updated | None:
     """The device's passes of this type changed after `since`; None when there are none."""
     check_device_id(device_id)
+    check_pass_type(pass_type_id)
     rows = (
         await conn.execute(
             _UPDATED_SINCE,
@@ -186,6 +214,7 @@ def log_messages(entries: object) -> int:
     shown = 0
     for entry in entries[:LOG_ENTRIES_MAX]:
         if isinstance(entry, str):
-            log.warning("device log: %s", entry[:LOG_ENTRY_CHARS_MAX].replace("\n", " "))
+            text = "".join(c if c.isprintable() else " " for c in entry[:LOG_ENTRY_CHARS_MAX])
+            log.warning("device log: %s", text)
             shown += 1
     return shown

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import and_, delete, exists, or_, select, update
@@ -40,6 +40,11 @@ RETRY_BASE_S = 15.0
 RETRY_MAX_S = 3600.0
 PUSHES_IN_FLIGHT_MAX = 20
 """Concurrent APNs requests per card (HTTP/2 streams on one connection)."""
+CARDS_IN_FLIGHT_MAX = 8
+"""Cards being pushed at once (their pushes share the APNs connection)."""
+CARD_PUSH_INTERVAL_S = 2.0
+"""A card that changed again while it was being pushed waits this long: a member whose balance
+moves all the time gets a push every few seconds, not one per change."""
 IDLE_POLL_S = 1.0
 ERROR_PAUSE_S = 5.0
 
@@ -65,14 +70,19 @@ class CardUpdater:
     def __init__(self, ctx: AppContext, wallet: Wallet) -> None:
         self.ctx = ctx
         self.wallet = wallet
+        self._google_class_ready = False
 
     async def claim(self) -> list[Claimed]:
         now = self.ctx.clock.now()
+        due = or_(CHANGES.c.claim_time.is_(None), CHANGES.c.claim_time <= now)
+        async with self.ctx.database.connect() as conn:  # an idle round takes no write lock
+            if await conn.scalar(select(CHANGES.c.member_id).where(due).limit(1)) is None:
+                return []
         async with self.ctx.database.begin() as conn:
             rows = (
                 await conn.execute(
                     select(CHANGES.c.member_id, CHANGES.c.version, CHANGES.c.attempts)
-                    .where(or_(CHANGES.c.claim_time.is_(None), CHANGES.c.claim_time <= now))
+                    .where(due)
                     .order_by(CHANGES.c.member_id)
                     .limit(UPDATE_BATCH_CARDS)
                     .with_for_update(skip_locked=True)
@@ -87,13 +97,37 @@ class CardUpdater:
         return [Claimed(r.member_id, r.version, r.attempts) for r in rows]
 
     async def run_once(self) -> Round:
-        claimed = await self.claim()
-        results = await asyncio.gather(*(self.update(item) for item in claimed))
+        """One batch: rebuild the claimed cards in one transaction (one update tag, so the
+        batch holds the tag counter once), push the changed ones, record the outcomes."""
+        return await self.process(await self.claim())
+
+    async def process(self, claimed: list[Claimed]) -> Round:
+        """Bring these claimed marks' cards up to date and tell the devices and Google."""
+        if not claimed:
+            return Round()
+        refreshed = await self._refresh_all(claimed)
+        limit = asyncio.Semaphore(CARDS_IN_FLIGHT_MAX)
+
+        async def tell(item: Claimed) -> Outcome:
+            if item.member_id not in refreshed:
+                return Outcome(ok=False)  # its rebuild failed: try again later
+            card, tokens = refreshed[item.member_id]
+            if card is None or card.update_tag <= card.pushed_tag:
+                return Outcome(card=card)
+            async with limit:
+                try:
+                    return await self._tell(card, tokens)
+                except Exception:  # a bug must not strand the claimed mark
+                    log.exception("wallet push of members/%s failed", item.member_id)
+                    return Outcome(card=card, ok=False)
+
+        outcomes = await asyncio.gather(*(tell(item) for item in claimed))
+        await self._finish(list(zip(claimed, outcomes, strict=True)))
         return Round(
             len(claimed),
-            sum(r.pushes for r in results),
-            sum(r.gone for r in results),
-            sum(r.failed for r in results),
+            sum(o.pushes for o in outcomes),
+            sum(len(o.gone) for o in outcomes),
+            sum(not o.ok for o in outcomes),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,46 +142,50 @@ class CardUpdater:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
 
-    async def update(self, item: Claimed) -> Round:
-        try:
-            return await self._update(item)
-        except Exception:  # a bug or an outage must not strand the claimed mark
-            log.exception("wallet update of members/%s failed", item.member_id)
-            await self._finish(item, None, ok=False)
-            return Round(cards=1, failed=1)
-
-    async def _update(self, item: Claimed) -> Round:
+    async def _refresh_all(
+        self, claimed: list[Claimed]
+    ) -> dict[str, tuple[cards.CardView | None, dict[str, str]]]:
+        """Rebuild each claimed card (a savepoint each: one bad card does not stop the batch)."""
+        done: dict[str, tuple[cards.CardView | None, dict[str, str]]] = {}
         async with self.ctx.database.begin() as conn:
-            card, tokens = await self._refresh(conn, item.member_id)
-        if card is None or card.update_tag <= card.pushed_tag:
-            await self._finish(item, card, ok=True)
-            return Round(cards=1)
-        pushes, gone, failed = await self._push(card, tokens)
-        google_ok = await self._google(card)
-        if gone:
-            async with self.ctx.database.begin() as conn:
-                await forget_devices(conn, {d: tokens[d] for d in gone})
-        ok = not failed and google_ok
-        await self._finish(item, card, ok=ok)
-        return Round(1, pushes, len(gone), len(failed) + (not google_ok))
+            tag: list[int] = []
+            for item in claimed:
+                try:
+                    async with conn.begin_nested():
+                        done[item.member_id] = await self._refresh(conn, item.member_id, tag)
+                except Exception:
+                    log.exception("wallet rebuild of members/%s failed", item.member_id)
+        return done
 
     async def _refresh(
-        self, conn: AsyncConnection, member_id: str
+        self, conn: AsyncConnection, member_id: str, tag: list[int]
     ) -> tuple[cards.CardView | None, dict[str, str]]:
-        """Rebuild the card; its registered devices' push tokens by device id."""
+        """Rebuild the card (taking the batch's tag on the first change); its registered
+        devices' push tokens by device id."""
         card = await cards.find(conn, member_id=member_id)
         member = await repo.find_member(conn, self.ctx.vault, id=member_id)
         if card is None or member is None:
             return None, {}
         content = await cards.current_content(conn, self.ctx, member)
         if content != card.content:
-            card = await cards.store(conn, self.ctx, card, content)
+            if not tag:
+                tag.append(await cards.next_tag(conn))
+            card = await cards.store(conn, self.ctx, card, content, tag[0])
         rows = await conn.execute(
             select(DEVICES.c.device_library_id, DEVICES.c.push_token)
             .join(REGISTRATIONS, REGISTRATIONS.c.device_library_id == DEVICES.c.device_library_id)
             .where(REGISTRATIONS.c.serial_number == card.serial_number)
         )
         return card, {r.device_library_id: r.push_token for r in rows}
+
+    async def _tell(self, card: cards.CardView, tokens: dict[str, str]) -> Outcome:
+        """Push every device holding the card and update the Google object."""
+        pushes, gone, failed = await self._push(card, tokens)
+        google_ok = await self._google(card)
+        if gone:
+            async with self.ctx.database.begin() as conn:
+                await forget_devices(conn, {d: tokens[d] for d in gone})
+        return Outcome(card=card, ok=not failed and google_ok, pushes=pushes, gone=gone)
 
     async def _push(
         self, card: cards.CardView, tokens: dict[str, str]
@@ -178,70 +216,100 @@ class CardUpdater:
         return sent, gone, failed
 
     async def _google(self, card: cards.CardView) -> bool:
+        """Patch the member's loyalty object; create it (and the program's class) if Google
+        does not have it yet, so the card is current whenever the member saves it."""
         google = self.wallet.google
-        if google is None or not self.wallet.program.google_issuer_id:
+        if google is None:
             return True
-        result = await google.client.patch_object(
-            self.wallet.program.google_object_id(card.serial_number),
-            dc.loyalty_fields(card.content),
-        )
+        program = self.wallet.program
+        object_id = program.google_object_id(card.serial_number)
+        result = await google.client.patch_object(object_id, dc.loyalty_fields(card.content))
+        if result.outcome is UpdateOutcome.NOT_SAVED:
+            if not self._google_class_ready:
+                made = await google.client.insert(
+                    "loyaltyClass", dc.loyalty_class(program, cards.logo_url(self.wallet))
+                )
+                self._google_class_ready = made.outcome is not UpdateOutcome.RETRY
+                result = made
+            if self._google_class_ready:
+                result = await google.client.insert(
+                    "loyaltyObject", dc.loyalty_object(program, card.serial_number, card.content)
+                )
+                if result.outcome is UpdateOutcome.EXISTS:  # saved meanwhile: patch it
+                    result = await google.client.patch_object(
+                        object_id, dc.loyalty_fields(card.content)
+                    )
         if result.outcome is UpdateOutcome.RETRY:
             log.warning("Google Wallet update of %s failed: %s", card.serial_number, result.detail)
             return False
-        return True  # UPDATED, or NOT_SAVED: the member never saved it; nothing to update
+        return True
 
-    async def _finish(self, item: Claimed, card: cards.CardView | None, *, ok: bool) -> None:
+    async def _finish(self, results: list[tuple[Claimed, Outcome]]) -> None:
+        """Record a batch's outcomes. A mark goes only if it still has the version this round
+        read (versions start at random, so a mark made again after a delete never matches an
+        old claim); a bumped one waits CARD_PUSH_INTERVAL_S, a failed one backs off."""
         now = self.ctx.clock.now()
-        attempts = item.attempts + 1
-        gave_up = not ok and attempts >= UPDATE_ATTEMPTS_MAX
-        if gave_up:
-            log.warning(
-                "wallet update of members/%s given up after %d attempts", item.member_id, attempts
-            )
         async with self.ctx.database.begin() as conn:
-            if card is not None and (ok or gave_up):
-                await conn.execute(
-                    update(CARDS)
-                    .where(
-                        CARDS.c.member_id == card.member_id, CARDS.c.pushed_tag < card.update_tag
+            for item, outcome in results:
+                attempts = item.attempts + 1
+                gave_up = not outcome.ok and attempts >= UPDATE_ATTEMPTS_MAX
+                if gave_up:
+                    log.warning(
+                        "wallet update of members/%s given up after %d attempts",
+                        item.member_id,
+                        attempts,
                     )
-                    .values(pushed_tag=card.update_tag)
-                )
-            if ok or gave_up:
-                removed = await conn.execute(
-                    delete(CHANGES).where(
-                        CHANGES.c.member_id == item.member_id, CHANGES.c.version == item.version
+                card = outcome.card
+                if card is not None and (outcome.ok or gave_up):
+                    await conn.execute(
+                        update(CARDS)
+                        .where(
+                            CARDS.c.member_id == card.member_id,
+                            CARDS.c.pushed_tag < card.update_tag,
+                        )
+                        .values(pushed_tag=card.update_tag)
                     )
+                mine = and_(
+                    CHANGES.c.member_id == item.member_id, CHANGES.c.version == item.version
                 )
-                if removed.rowcount == 0:  # bumped meanwhile: go again now
+                if not (outcome.ok or gave_up):
+                    delay = min(RETRY_BASE_S * 2 ** (attempts - 1), RETRY_MAX_S)
+                    await conn.execute(
+                        update(CHANGES)
+                        .where(mine)
+                        .values(claim_time=now + timedelta(seconds=delay), attempts=attempts)
+                    )
+                elif (await conn.execute(delete(CHANGES).where(mine))).rowcount == 0:
+                    # Changed again meanwhile: go again, but let the phones breathe first.
                     await conn.execute(
                         update(CHANGES)
                         .where(CHANGES.c.member_id == item.member_id)
-                        .values(claim_time=None, attempts=0)
+                        .values(
+                            claim_time=now + timedelta(seconds=CARD_PUSH_INTERVAL_S), attempts=0
+                        )
                     )
-            else:
-                delay = min(RETRY_BASE_S * 2 ** (attempts - 1), RETRY_MAX_S)
-                await conn.execute(
-                    update(CHANGES)
-                    .where(CHANGES.c.member_id == item.member_id)
-                    .values(claim_time=now + timedelta(seconds=delay), attempts=attempts)
-                )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    card: cards.CardView | None = None
+    ok: bool = True
+    pushes: int = 0
+    gone: list[str] = field(default_factory=list)
 
 
 async def forget_devices(conn: AsyncConnection, gone: dict[str, str]) -> None:
     """Drop devices whose push token APNs called dead, with all their registrations, unless the
-    device registered again with a new token meanwhile."""
-    stale = list(
-        await conn.scalars(
-            select(DEVICES.c.device_library_id).where(
-                or_(
-                    *(
-                        and_(DEVICES.c.device_library_id == device, DEVICES.c.push_token == token)
-                        for device, token in gone.items()
-                    )
-                )
-            )
+    device registered again with a new token meanwhile. The device rows are locked first, so a
+    concurrent registration either waits for this or is seen by it."""
+    matches = or_(
+        *(
+            and_(DEVICES.c.device_library_id == device, DEVICES.c.push_token == token)
+            for device, token in gone.items()
         )
+    )
+    stale = list(
+        await conn.scalars(select(DEVICES.c.device_library_id).where(matches).with_for_update())
     )
     if stale:
         await conn.execute(
@@ -251,7 +319,14 @@ async def forget_devices(conn: AsyncConnection, gone: dict[str, str]) -> None:
 
 
 async def drop_unregistered_devices(conn: AsyncConnection, device_ids: list[str]) -> None:
-    """Forget devices that no longer hold any of our passes."""
+    """Forget devices that no longer hold any of our passes. The device rows are locked first:
+    a registration racing this either commits before the check below (and keeps its device) or
+    waits and then creates the device again."""
+    await conn.execute(
+        select(DEVICES.c.device_library_id)
+        .where(DEVICES.c.device_library_id.in_(device_ids))
+        .with_for_update()
+    )
     await conn.execute(
         delete(DEVICES).where(
             DEVICES.c.device_library_id.in_(device_ids),
