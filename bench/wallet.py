@@ -188,8 +188,8 @@ async def bench_serials(url: str, requests: int, concurrency: int, directory: Pa
             member = await members_service.enroll(
                 conn, ctx, ContactDetails(display_name=f"Member {n}")
             )
-            issued = await cards.issue(conn, ctx, wallet, member)
-            serials.append(issued.card.serial_number)
+            card = await cards.issue(conn, ctx, wallet, member)
+            serials.append(card.serial_number)
     device = "bench-device"
     async with db.begin() as conn:
         for serial in serials[:CARDS_PER_DEVICE]:

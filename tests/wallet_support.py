@@ -48,7 +48,6 @@ class Push:
     headers: dict[str, str]
     body: bytes
     http_version: str
-    client_subject: str
 
     @property
     def token(self) -> str:
@@ -80,8 +79,7 @@ class FakeApns:
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         token = scope["path"].rsplit("/", 1)[-1]
-        peer = scope.get("extensions", {}).get("tls", {}).get("client_cert_name") or ""
-        self.pushes.append(Push(scope["path"], headers, body, scope["http_version"], peer))
+        self.pushes.append(Push(scope["path"], headers, body, scope["http_version"]))
         self.arrived.set()
         if self.hold is not None:
             await self.hold.wait()

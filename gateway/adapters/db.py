@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -24,6 +25,13 @@ _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncp
 
 class DatabaseUrlError(ValueError):
     pass
+
+
+def upsert(conn: AsyncConnection, table: Table) -> Any:
+    """An INSERT of the connection's dialect, which has on_conflict_do_update/_do_nothing
+    (PostgreSQL and SQLite spell ON CONFLICT the same; SQLAlchemy has a construct for each)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def async_url(raw: str) -> URL:

@@ -382,5 +382,5 @@ async def issue_card(ctx: AppContext, wallet: Wallet, network: dict[str, Any]) -
     """Issue the first demo member's wallet card; its page URL."""
     async with ctx.database.begin() as conn:
         member = await members_service.get(conn, ctx, network["members"][0]["name"])
-        issued = await cards.issue(conn, ctx, wallet, member)
-    return issued.page_url
+        card = await cards.issue(conn, ctx, wallet, member)
+    return cards.page_url(ctx, wallet, card)

@@ -12,22 +12,16 @@ in the row it already returns, and only a carded member's change writes a mark.
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from sqlalchemy import exists, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.adapters.db import upsert
 from gateway.adapters.models import WalletCardRow, WalletChangeRow, table_of
 
 CARDS = table_of(WalletCardRow)
 CHANGES = table_of(WalletChangeRow)
 VERSION_BITS = 62
-
-
-def _upsert(conn: AsyncConnection) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(CHANGES)
 
 
 def _first_version() -> int:
@@ -38,7 +32,7 @@ def _first_version() -> int:
 
 async def mark(conn: AsyncConnection, member_id: str) -> None:
     """The member's card (the caller knows there is one) needs an update."""
-    stmt = _upsert(conn).values(member_id=member_id, version=_first_version(), attempts=0)
+    stmt = upsert(conn, CHANGES).values(member_id=member_id, version=_first_version(), attempts=0)
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[CHANGES.c.member_id], set_={"version": CHANGES.c.version + 1}
@@ -51,7 +45,7 @@ async def mark_if_carded(conn: AsyncConnection, member_id: str) -> None:
     carded = select(literal(member_id), literal(_first_version()), literal(0)).where(
         exists().where(CARDS.c.member_id == member_id)
     )
-    stmt = _upsert(conn).from_select(["member_id", "version", "attempts"], carded)
+    stmt = upsert(conn, CHANGES).from_select(["member_id", "version", "attempts"], carded)
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[CHANGES.c.member_id], set_={"version": CHANGES.c.version + 1}

@@ -17,13 +17,11 @@ import aiohttp
 import grpc
 import jwt
 import pytest
-from aiohttp import web
 from earn_api import Api, ref, rid
 from errors import expect_error
-from wallet_support import PASS_TYPE_ID, WalletRig, wallet_rig
+from wallet_support import PASS_TYPE_ID, WalletRig, WalletWeb, wallet_web
 
 from coalition.v1 import wallet_pb2, wallet_pb2_grpc
-from gateway.entrypoints.web import create_web_app
 from wallet.service.updates import CardUpdater
 
 DEVICE = "device-library-0001"
@@ -31,33 +29,19 @@ PUSH_TOKEN = "a1b2c3d4e5f6"
 
 
 @pytest.fixture
-async def web_base(ctx: Any) -> AsyncIterator[tuple[str, list[Any]]]:
-    """A port for the wallet web service; the app is attached once the rig exists."""
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    holder: list[Any] = [sock]
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", holder
-    for item in holder[1:]:
-        await item.cleanup()
-    sock.close()
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, web_base: tuple[str, list[Any]]) -> AsyncIterator[WalletRig]:
-    async for made in wallet_rig(tmp_path, web_base[0]):
+async def served(ctx: Any, tmp_path: Path) -> AsyncIterator[WalletWeb]:
+    async for made in wallet_web(ctx, tmp_path):
         yield made
 
 
 @pytest.fixture
-async def phone(ctx: Any, rig: WalletRig, web_base: tuple[str, list[Any]]) -> AsyncIterator[Any]:
-    base, holder = web_base
-    runner = web.AppRunner(create_web_app(ctx, rig.wallet), access_log=None)
-    await runner.setup()
-    await web.SockSite(runner, holder[0]).start()
-    holder.append(runner)
-    async with aiohttp.ClientSession(base_url=base) as session:
+def rig(served: WalletWeb) -> WalletRig:
+    return served.rig
+
+
+@pytest.fixture
+async def phone(served: WalletWeb) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=served.base) as session:
         yield session
 
 

@@ -74,7 +74,7 @@ async def enroll(ctx: AppContext, name: str = "Ada Lovelace") -> dm.Member:
 
 async def issue(ctx: AppContext, rig: WalletRig, member: dm.Member) -> wallet_cards.CardView:
     async with ctx.database.begin() as conn:
-        return (await wallet_cards.issue(conn, ctx, rig.wallet, member)).card
+        return await wallet_cards.issue(conn, ctx, rig.wallet, member)
 
 
 async def earn(ctx: AppContext, hotel: Partner, member: dm.Member, usd: int) -> None:

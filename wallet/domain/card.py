@@ -200,9 +200,14 @@ STRINGS: dict[str, dict[str, str]] = {
 }
 
 
+def language(locale: str) -> str:
+    """The member's language among LOCALES ("fr-CA" -> "fr"), English when we have none."""
+    lang = locale.split("-")[0].lower()
+    return lang if lang in STRINGS else "en"
+
+
 def strings_for(locale: str) -> dict[str, str]:
-    """The member's language ("fr-CA" -> French), English when we have no strings for it."""
-    return STRINGS.get(locale.split("-")[0].lower(), STRINGS["en"])
+    return STRINGS[language(locale)]
 
 
 def pass_strings(locale: str) -> bytes:

@@ -32,24 +32,10 @@ def card_to_proto(wallet: Wallet, card: cards.CardView) -> pb.WalletCard:
     )
 
 
-def _redacted(response: pb.IssueWalletCardResponse) -> pb.IssueWalletCardResponse:
-    """What the idempotency store keeps: the card, not the pass and links (they carry the card's
-    secret); a replay rebuilds them."""
-    return pb.IssueWalletCardResponse(card=response.card)
-
-
 class WalletServicer(Servicer, wallet_pb2_grpc.WalletServiceServicer):
     def __init__(self, ctx: AppContext, wallet: Wallet) -> None:
         super().__init__(ctx)
         self.wallet = wallet
-
-    def _response(self, issued: cards.IssuedCard) -> pb.IssueWalletCardResponse:
-        return pb.IssueWalletCardResponse(
-            pkpass=issued.pkpass,
-            google_save_url=issued.google_save_url,
-            card=card_to_proto(self.wallet, issued.card),
-            card_page_url=issued.page_url,
-        )
 
     @rpc
     async def IssueWalletCard(
@@ -62,22 +48,20 @@ class WalletServicer(Servicer, wallet_pb2_grpc.WalletServiceServicer):
             member = await self.resolve(
                 conn, request.member if request.HasField("member") else None
             )
-            issued = await cards.issue(conn, self.ctx, self.wallet, member)
-            return self._response(issued)
+            card = await cards.issue(conn, self.ctx, self.wallet, member)
+            # Only the card is kept for replays: the pass and links carry the card's secret.
+            return pb.IssueWalletCardResponse(card=card_to_proto(self.wallet, card))
 
-        response = await self.once(
-            "IssueWalletCard", request, pb.IssueWalletCardResponse, work, redact=_redacted
-        )
-        if response.card_page_url:
-            return response
-        # A replay: the same card, with its pass and links rebuilt from what it shows now.
+        first = await self.once("IssueWalletCard", request, pb.IssueWalletCardResponse, work)
+        # The pass and links, for the first call and any replay alike, from what the card
+        # shows now, signed off the event loop and outside the issuing transaction.
         async with self.read() as conn:
-            card = await cards.get(conn, response.card.name.split("/")[1])
+            card = await cards.get(conn, first.card.name.split("/")[1])
         issued = await asyncio.to_thread(cards.rendered, self.ctx, self.wallet, card)
         return pb.IssueWalletCardResponse(
             pkpass=issued.pkpass,
             google_save_url=issued.google_save_url,
-            card=response.card,
+            card=first.card,
             card_page_url=issued.page_url,
         )
 

@@ -21,7 +21,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
 
 import segno
 from aiohttp import web
@@ -93,10 +92,6 @@ def _errors(handler: Handler) -> Handler:
             )
 
     return wrapped
-
-
-async def _json_body(request: web.Request, field: str) -> Any:
-    return passkit.body_field(await request.read(), field)
 
 
 def _http_date(when: datetime) -> str:
@@ -188,7 +183,7 @@ def add_wallet_routes(app: web.Application, ctx: AppContext, wallet: Wallet) -> 
 
     @_errors
     async def device_log(request: web.Request) -> web.Response:
-        passkit.log_messages(await _json_body(request, "logs"))
+        passkit.log_messages(passkit.body_field(await request.read(), "logs"))
         return web.Response(status=200)
 
     async def page_card(request: web.Request) -> cards.CardView:
@@ -250,9 +245,7 @@ def render_page(
     ctx: AppContext, wallet: Wallet, card: cards.CardView, content: dc.CardContent, token: str
 ) -> str:
     """The member's card page: the card, its QR code, and the two wallet buttons."""
-    lang = content.locale.split("-")[0].lower()
-    if lang not in dc.STRINGS:
-        lang = "en"
+    lang = dc.language(content.locale)
     qr = segno.make(content.loyalty_number, error="m").svg_inline(
         scale=6, dark="#000", light="#fff", omitsize=True
     )

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters import repository as repo
+from gateway.adapters.db import upsert
 from gateway.adapters.models import (
     PartnerRow,
     WalletRegistrationRow,
@@ -101,8 +101,7 @@ async def current_content(
 
 async def next_tag(conn: AsyncConnection) -> int:
     """The next update tag. The counter row stays locked until commit, so tags commit in order."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(TAGS).values(id=TAG_ROW_ID, value=1)
+    stmt = upsert(conn, TAGS).values(id=TAG_ROW_ID, value=1)
     tag = await conn.scalar(
         stmt.on_conflict_do_update(
             index_elements=[TAGS.c.id], set_={"value": TAGS.c.value + 1}
@@ -153,8 +152,9 @@ async def store(
 
 async def issue(
     conn: AsyncConnection, ctx: AppContext, wallet: Wallet, member: dm.Member
-) -> IssuedCard:
-    """Create the member's card, or bring it up to date; devices holding it are pushed."""
+) -> CardView:
+    """Create the member's card, or bring it up to date; devices holding it are pushed.
+    The pass and links are `rendered` after the transaction: signing holds no lock."""
     if not wallet.configured:
         raise not_configured()
     # Flag the balance row first: it serializes this with the member's earns and burns (which
@@ -187,17 +187,23 @@ async def issue(
             card = await store(conn, ctx, card, content)
             await marks.mark(conn, member.id)  # the updater pushes the devices holding it
         card = replace(card, registered_devices=await registered_devices(conn, card))
-    return rendered(ctx, wallet, card)
+    return card
+
+
+def page_url(ctx: AppContext, wallet: Wallet, card: CardView) -> str:
+    return wallet.program.card_page_url(
+        card.serial_number, ctx.vault.pass_token(card.serial_number)
+    )
 
 
 def rendered(ctx: AppContext, wallet: Wallet, card: CardView) -> IssuedCard:
-    """The card's pass, Google link and page link, from its stored content."""
-    token = ctx.vault.pass_token(card.serial_number)
+    """The card's pass, Google link and page link, from its stored content (CPU work: signing;
+    call it off the event loop)."""
     return IssuedCard(
         card,
         build_pkpass(ctx, wallet, card) if wallet.apple else b"",
         google_save_url(ctx, wallet, card) if wallet.google else "",
-        wallet.program.card_page_url(card.serial_number, token),
+        page_url(ctx, wallet, card),
     )
 
 

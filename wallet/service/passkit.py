@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.adapters.db import upsert
 from gateway.domain.errors import InvalidArgument, NotFound, Unauthenticated
 from gateway.service.context import AppContext
 from wallet.domain import card as dc
@@ -123,8 +123,7 @@ async def register(
     check_device_id(device_id)
     token = check_push_token(body_field(body, "pushToken"))
     now = ctx.clock.now()
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    device = dialect.insert(DEVICES).values(
+    device = upsert(conn, DEVICES).values(
         device_library_id=device_id, push_token=token, create_time=now, update_time=now
     )
     # APNs tokens change (a restore, a reinstall): the latest registration's token wins.
@@ -135,7 +134,7 @@ async def register(
         )
     )
     added = await conn.execute(
-        dialect.insert(REGISTRATIONS)
+        upsert(conn, REGISTRATIONS)
         .values(device_library_id=device_id, serial_number=card.serial_number, create_time=now)
         .on_conflict_do_nothing()
     )
