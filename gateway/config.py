@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from babel.numbers import is_currency
 from sqlalchemy.engine import make_url
 
 from gateway.adapters.db import DATABASE_URL_DEFAULT
@@ -97,6 +98,16 @@ def parked_claim_days() -> int:
         return check_claim_days(int(raw))
     except ValueError as exc:
         raise ConfigError(f"COALITION_PARKED_CLAIM_DAYS: {exc}") from None
+
+
+def settlement_currency() -> str:
+    """COALITION_SETTLEMENT_CURRENCY: the netting's base currency (default USD)."""
+    code = env("SETTLEMENT_CURRENCY", "USD")
+    if not is_currency(code):
+        raise ConfigError(
+            f"COALITION_SETTLEMENT_CURRENCY={code!r}: expected an ISO 4217 code like USD"
+        )
+    return code
 
 
 def notify_channel() -> Channel:

@@ -1,1 +1,2 @@
-"""Settlement: period close, statements, netting and reconciliation: coming next."""
+"""Settlement: price lists, period close, statements, multilateral netting, reconciliation of
+partner files, exports and finance reports (docs/settlement.md)."""

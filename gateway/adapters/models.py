@@ -330,6 +330,8 @@ class LedgerTransactionRow(Base):
     __table_args__ = (
         Index("ix_ledger_transactions_member_seq", "member_id", "seq"),
         Index("ix_ledger_transactions_partner_seq", "partner_id", "seq"),
+        # Settlement takes a period's transactions by when they were recorded.
+        Index("ix_ledger_transactions_create_time", "create_time"),
         Index("ix_ledger_transactions_open_due", "state", "due_time"),
         # Partial: only lots with points left are ever searched, and they are few per member.
         Index(
@@ -722,3 +724,172 @@ class WalletRegistrationRow(Base):
         ForeignKey("wallet_cards.serial_number"), primary_key=True, index=True
     )
     create_time: Mapped[datetime]
+
+
+# -- settlement ------------------------------------------------------------------------------
+
+
+class PriceListRow(Base):
+    """A version of a partner's prices, valid from valid_from until the next version's."""
+
+    __tablename__ = "price_lists"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    valid_from: Mapped[datetime]
+    currency: Mapped[str] = mapped_column(String(3))
+    issue_price: Mapped[str] = mapped_column(String(32))
+    """Decimal strings, major units of currency per point (or per program unit)."""
+    redemption_rate: Mapped[str] = mapped_column(String(32))
+    conversion_price: Mapped[str] = mapped_column(String(32))
+    charity_value: Mapped[str] = mapped_column(String(32))
+    fee_per_transaction_minor: Mapped[int] = mapped_column(BigInteger)
+    """Minor units of currency."""
+    fee_percent: Mapped[str] = mapped_column(String(32))
+    create_time: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_price_lists_partner_valid_from", "partner_id", "valid_from", unique=True),
+    )
+
+
+class FxRateRow(Base):
+    """Units of currency per one unit of the base currency, for one settlement period."""
+
+    __tablename__ = "settlement_fx_rates"
+
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    base_currency: Mapped[str] = mapped_column(String(3))
+    rate: Mapped[str] = mapped_column(String(32))
+    update_time: Mapped[datetime]
+
+
+class SettlementPeriodRow(Base):
+    """A closed period (open periods have no row): its statements are frozen."""
+
+    __tablename__ = "settlement_periods"
+
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    """YYYY-MM."""
+    base_currency: Mapped[str] = mapped_column(String(3))
+    close_time: Mapped[datetime]
+    statement_count: Mapped[int] = mapped_column(Integer)
+    totals: Mapped[str] = mapped_column(Text)
+    """JSON: the netting (margin breakdown) and the points outstanding at the period's end."""
+
+
+class StatementRow(Base):
+    """One partner's frozen statement; amounts are minor units of currency (net: + received)."""
+
+    __tablename__ = "settlement_statements"
+
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    points_issued: Mapped[int] = mapped_column(BigInteger)
+    points_redeemed: Mapped[int] = mapped_column(BigInteger)
+    points_converted: Mapped[int] = mapped_column(BigInteger)
+    units_converted: Mapped[int] = mapped_column(BigInteger)
+    points_donated: Mapped[int] = mapped_column(BigInteger)
+    points_matched: Mapped[int] = mapped_column(BigInteger)
+    points_expired: Mapped[int] = mapped_column(BigInteger)
+    issue_minor: Mapped[int] = mapped_column(BigInteger)
+    redemption_minor: Mapped[int] = mapped_column(BigInteger)
+    conversion_minor: Mapped[int] = mapped_column(BigInteger)
+    donation_minor: Mapped[int] = mapped_column(BigInteger)
+    fee_minor: Mapped[int] = mapped_column(BigInteger)
+    adjustment_minor: Mapped[int] = mapped_column(BigInteger)
+    """Manual adjustments and late transactions together (signed like net)."""
+    late_minor: Mapped[int] = mapped_column(BigInteger)
+    owed_minor: Mapped[int] = mapped_column(BigInteger)
+    due_minor: Mapped[int] = mapped_column(BigInteger)
+    net_minor: Mapped[int] = mapped_column(BigInteger)
+    fx_rate: Mapped[str] = mapped_column(String(32))
+    net_base_minor: Mapped[int] = mapped_column(BigInteger)
+    breakage_base_minor: Mapped[int] = mapped_column(BigInteger)
+    """Memo: the issue price of the partner's points that expired, in the base currency."""
+    line_count: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime]
+
+
+class SettlementLineRow(Base):
+    """A transaction's effect on one partner account kind, or an adjustment, in a statement.
+
+    Each ledger transaction is settled exactly once (in one period); the unique index makes a
+    second settlement of it impossible.
+    """
+
+    __tablename__ = "settlement_lines"
+
+    id: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=True)
+    period: Mapped[str] = mapped_column(String(7))
+    partner_id: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(20))
+    """TRANSACTION, LATE_TRANSACTION or ADJUSTMENT."""
+    component: Mapped[str] = mapped_column(String(12))
+    """ISSUED, REDEEMED, CONVERTED, DONATED, MATCHED, EXPIRED; ADJUSTMENT for adjustments."""
+    transaction_seq: Mapped[int | None] = mapped_column(BigInteger)
+    transaction_id: Mapped[str] = mapped_column(String(32))
+    """The ledger transaction's id, or the adjustment's."""
+    member_id: Mapped[str] = mapped_column(String(40))
+    txn_type: Mapped[str] = mapped_column(String(20))
+    txn_partner_id: Mapped[str] = mapped_column(String(63))
+    """The partner the transaction was made at (fees are charged to it, not to a sponsor)."""
+    points: Mapped[int] = mapped_column(BigInteger)
+    """Minus the sum of the postings on the partner's account: member-view sign."""
+    units: Mapped[int] = mapped_column(BigInteger)
+    """Conversions: program units credited."""
+    amount_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Adjustments only: their money, minor units of the statement's currency."""
+    price_list_id: Mapped[str | None] = mapped_column(String(32))
+    partner_reference: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    create_time: Mapped[datetime]
+    occur_time: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_settlement_lines_period_partner_id", "period", "partner_id", "id"),
+        Index(
+            "ix_settlement_lines_transaction",
+            "transaction_seq",
+            "partner_id",
+            "component",
+            unique=True,
+        ),
+    )
+
+
+class AdjustmentRow(Base):
+    """A correcting settlement line, booked in an open period; settled by its close."""
+
+    __tablename__ = "settlement_adjustments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    """Minor units of currency, + in the partner's favour."""
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(String(200))
+    create_time: Mapped[datetime]
+
+
+class ReconciliationRow(Base):
+    """A partner file matched against the ledger: the result, kept for audit."""
+
+    __tablename__ = "reconciliations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    period: Mapped[str] = mapped_column(String(7))
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)
+    """JSON of the counts and totals; the discrepancies are in the response and the CSV."""
+    discrepancies: Mapped[str] = mapped_column(Text)
+    """JSON list of the discrepancies kept (at most RECONCILE_DISCREPANCIES_MAX)."""
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index("ix_reconciliations_partner_create", "partner_id", "create_time"),)

@@ -29,6 +29,7 @@ from gateway.config import (
     notify_channel,
     parked_claim_days,
     secret_key,
+    settlement_currency,
     tier_ladder,
 )
 from gateway.domain.errors import CoalitionError
@@ -114,6 +115,7 @@ async def _context(url: str, migrate_empty: bool, ca_dir: str = "") -> AppContex
         ladder = tier_ladder()
         expiry = expiry_policy()
         claim_days = parked_claim_days()
+        base_currency = settlement_currency()
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from None
     database = await _ready_database(url, migrate_empty)
@@ -126,6 +128,7 @@ async def _context(url: str, migrate_empty: bool, ca_dir: str = "") -> AppContex
         ladder=ladder,
         expiry=expiry,
         parked_claim_days=claim_days,
+        base_currency=base_currency,
     )
 
 

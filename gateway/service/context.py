@@ -26,3 +26,5 @@ class AppContext:
     """COALITION_EXPIRY_POLICY; applies to points credited from then on."""
     parked_claim_days: int = PARKED_CLAIM_DAYS_DEFAULT
     """COALITION_PARKED_CLAIM_DAYS: how long an agency earn for an unlinked number waits."""
+    base_currency: str = "USD"
+    """COALITION_SETTLEMENT_CURRENCY: the currency the settlement netting is in."""

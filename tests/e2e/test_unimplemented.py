@@ -25,7 +25,7 @@ from coalition.v1 import (
     wallet_pb2,
 )
 
-LATER_FILES = [settlement_pb2]
+LATER_FILES: list[Any] = []
 LATER_METHODS: dict[str, list[str]] = {}  # RPCs of served services that are not served yet
 SERVED_METHODS = {
     "coalition.v1.MemberService": [
@@ -84,6 +84,18 @@ SERVED_METHODS = {
         "CancelPledge",
     ],
     "coalition.v1.WalletService": ["IssueWalletCard", "GetWalletCard"],
+    "coalition.v1.SettlementService": [
+        "CloseSettlementPeriod",
+        "GetStatement",
+        "ListStatements",
+        "ListStatementLines",
+        "GetNettingReport",
+        "ReconcilePartnerFile",
+        "CreateAdjustment",
+        "CreatePriceList",
+        "ListPriceLists",
+        "SetFxRate",
+    ],
 }
 OPERATOR_ONLY = {"coalition.v1.PartnerService"}  # for partners it is PERMISSION_DENIED first
 ALL_FILES = [
@@ -93,6 +105,7 @@ ALL_FILES = [
     rewards_pb2,
     donations_pb2,
     wallet_pb2,
+    settlement_pb2,
     *LATER_FILES,
 ]
 

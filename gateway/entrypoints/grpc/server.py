@@ -35,6 +35,7 @@ from gateway.entrypoints.grpc.partners import PartnerServicer
 from gateway.entrypoints.grpc.points import PointsServicer
 from gateway.entrypoints.grpc.rewards import RewardServicer
 from gateway.service.context import AppContext
+from settlement.entrypoints.grpc import SettlementServicer
 from wallet.config import Wallet
 from wallet.domain.card import Program
 from wallet.entrypoints.grpc import WalletServicer
@@ -47,14 +48,7 @@ SHUTDOWN_GRACE_S = 10.0
 log = logging.getLogger("coalition.grpc")
 
 # Services whose capability lands with a later release; each answers UNIMPLEMENTED + ErrorInfo.
-_LATER: list[tuple[str, type, Callable[[Any, grpc.aio.Server], None], str]] = [
-    (
-        "coalition.v1.SettlementService",
-        settlement_pb2_grpc.SettlementServiceServicer,
-        settlement_pb2_grpc.add_SettlementServiceServicer_to_server,
-        "settlement",
-    ),
-]
+_LATER: list[tuple[str, type, Callable[[Any, grpc.aio.Server], None], str]] = []
 _DESCRIPTORS = [
     members_pb2.DESCRIPTOR,
     partners_pb2.DESCRIPTOR,
@@ -117,6 +111,7 @@ async def create_server(
     )
     rewards_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(ctx), server)
     donations_pb2_grpc.add_DonationServiceServicer_to_server(DonationServicer(ctx), server)
+    settlement_pb2_grpc.add_SettlementServiceServicer_to_server(SettlementServicer(ctx), server)
     wallet_pb2_grpc.add_WalletServiceServicer_to_server(
         WalletServicer(ctx, wallet or Wallet(Program())), server
     )

@@ -135,6 +135,15 @@ class Statement(_message.Message):
     LINE_COUNT_FIELD_NUMBER: _builtins.int
     ADJUSTMENT_AMOUNT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    POINTS_EXPIRED_FIELD_NUMBER: _builtins.int
+    ISSUE_AMOUNT_FIELD_NUMBER: _builtins.int
+    REDEMPTION_AMOUNT_FIELD_NUMBER: _builtins.int
+    CONVERSION_AMOUNT_FIELD_NUMBER: _builtins.int
+    DONATION_AMOUNT_FIELD_NUMBER: _builtins.int
+    FEE_AMOUNT_FIELD_NUMBER: _builtins.int
+    LATE_AMOUNT_FIELD_NUMBER: _builtins.int
+    NET_AMOUNT_BASE_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"settlementPeriods/{period}/statements/{partner}"."""
     partner: _builtins.str
@@ -153,6 +162,12 @@ class Statement(_message.Message):
     """Points the partner added as a matching sponsor of donations."""
     line_count: _builtins.int
     """Number of statement lines (ListStatementLines)."""
+    points_expired: _builtins.int
+    """Points of the partner's issue that expired in the period (breakage; no money moves)."""
+    fx_rate: _builtins.str
+    """Units of the settlement currency per unit of the base currency used for net_amount_base
+    ("1" when the partner settles in the base currency), a decimal string.
+    """
     @_builtins.property
     def amount_owed(self) -> _common_pb2.Money:
         """What the partner owes the coalition."""
@@ -173,6 +188,36 @@ class Statement(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the statement was frozen (the period's close_time)."""
 
+    @_builtins.property
+    def issue_amount(self) -> _common_pb2.Money:
+        """The parts of amount_owed and amount_due, each rounded as docs/settlement.md says:
+        points issued and matched at the issue price,
+        """
+
+    @_builtins.property
+    def redemption_amount(self) -> _common_pb2.Money:
+        """points redeemed at the redemption rate,"""
+
+    @_builtins.property
+    def conversion_amount(self) -> _common_pb2.Money:
+        """program units (miles) credited by conversions at the conversion price,"""
+
+    @_builtins.property
+    def donation_amount(self) -> _common_pb2.Money:
+        """points donated at the charity value,"""
+
+    @_builtins.property
+    def fee_amount(self) -> _common_pb2.Money:
+        """and the fees (per transaction and percent)."""
+
+    @_builtins.property
+    def late_amount(self) -> _common_pb2.Money:
+        """Late transactions included above (their net effect, a part of adjustment_amount)."""
+
+    @_builtins.property
+    def net_amount_base(self) -> _common_pb2.Money:
+        """net_amount in the coalition's base currency, at fx_rate."""
+
     def __init__(
         self,
         *,
@@ -190,10 +235,19 @@ class Statement(_message.Message):
         line_count: _builtins.int = ...,
         adjustment_amount: _common_pb2.Money | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        points_expired: _builtins.int = ...,
+        issue_amount: _common_pb2.Money | None = ...,
+        redemption_amount: _common_pb2.Money | None = ...,
+        conversion_amount: _common_pb2.Money | None = ...,
+        donation_amount: _common_pb2.Money | None = ...,
+        fee_amount: _common_pb2.Money | None = ...,
+        late_amount: _common_pb2.Money | None = ...,
+        net_amount_base: _common_pb2.Money | None = ...,
+        fx_rate: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["adjustment_amount", b"adjustment_amount", "amount_due", b"amount_due", "amount_owed", b"amount_owed", "create_time", b"create_time", "net_amount", b"net_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adjustment_amount", b"adjustment_amount", "amount_due", b"amount_due", "amount_owed", b"amount_owed", "conversion_amount", b"conversion_amount", "create_time", b"create_time", "donation_amount", b"donation_amount", "fee_amount", b"fee_amount", "issue_amount", b"issue_amount", "late_amount", b"late_amount", "net_amount", b"net_amount", "net_amount_base", b"net_amount_base", "redemption_amount", b"redemption_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_amount", b"adjustment_amount", "amount_due", b"amount_due", "amount_owed", b"amount_owed", "create_time", b"create_time", "line_count", b"line_count", "name", b"name", "net_amount", b"net_amount", "partner", b"partner", "period", b"period", "points_converted", b"points_converted", "points_donated", b"points_donated", "points_issued", b"points_issued", "points_matched", b"points_matched", "points_redeemed", b"points_redeemed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_amount", b"adjustment_amount", "amount_due", b"amount_due", "amount_owed", b"amount_owed", "conversion_amount", b"conversion_amount", "create_time", b"create_time", "donation_amount", b"donation_amount", "fee_amount", b"fee_amount", "fx_rate", b"fx_rate", "issue_amount", b"issue_amount", "late_amount", b"late_amount", "line_count", b"line_count", "name", b"name", "net_amount", b"net_amount", "net_amount_base", b"net_amount_base", "partner", b"partner", "period", b"period", "points_converted", b"points_converted", "points_donated", b"points_donated", "points_expired", b"points_expired", "points_issued", b"points_issued", "points_matched", b"points_matched", "points_redeemed", b"points_redeemed", "redemption_amount", b"redemption_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -205,6 +259,78 @@ class StatementLine(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[StatementLine._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: StatementLine._Kind.ValueType  # 0
+        KIND_TRANSACTION: StatementLine._Kind.ValueType  # 1
+        """A transaction recorded in the period."""
+        KIND_LATE_TRANSACTION: StatementLine._Kind.ValueType  # 2
+        """A transaction for an earlier, closed period: recorded before this period, or dated
+        (occur_time) in a closed period, and settled here as an automatic adjustment.
+        """
+        KIND_ADJUSTMENT: StatementLine._Kind.ValueType  # 3
+        """A manual adjustment (CreateAdjustment)."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """What the line is."""
+
+    KIND_UNSPECIFIED: StatementLine.Kind.ValueType  # 0
+    KIND_TRANSACTION: StatementLine.Kind.ValueType  # 1
+    """A transaction recorded in the period."""
+    KIND_LATE_TRANSACTION: StatementLine.Kind.ValueType  # 2
+    """A transaction for an earlier, closed period: recorded before this period, or dated
+    (occur_time) in a closed period, and settled here as an automatic adjustment.
+    """
+    KIND_ADJUSTMENT: StatementLine.Kind.ValueType  # 3
+    """A manual adjustment (CreateAdjustment)."""
+
+    class _Component:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ComponentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[StatementLine._Component.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        COMPONENT_UNSPECIFIED: StatementLine._Component.ValueType  # 0
+        COMPONENT_ISSUED: StatementLine._Component.ValueType  # 1
+        """Points the partner issued (+) or took back (-)."""
+        COMPONENT_REDEEMED: StatementLine._Component.ValueType  # 2
+        """Points redeemed at the partner (-) or refunded (+)."""
+        COMPONENT_CONVERTED: StatementLine._Component.ValueType  # 3
+        """Points converted into the partner's program (-) or returned (+); units says how many
+        program units.
+        """
+        COMPONENT_DONATED: StatementLine._Component.ValueType  # 4
+        """Points donated to the partner, a charity (-)."""
+        COMPONENT_MATCHED: StatementLine._Component.ValueType  # 5
+        """Points the partner added to donations as a matching sponsor (+)."""
+        COMPONENT_EXPIRED: StatementLine._Component.ValueType  # 6
+        """Points of the partner's issue that expired (-), or were restored by a clawback (+)."""
+
+    class Component(_Component, metaclass=_ComponentEnumTypeWrapper):
+        """Which of the partner's accounts the transaction moved. One transaction can make several
+        lines for one partner (a clawback that takes points back from breakage and the member).
+        """
+
+    COMPONENT_UNSPECIFIED: StatementLine.Component.ValueType  # 0
+    COMPONENT_ISSUED: StatementLine.Component.ValueType  # 1
+    """Points the partner issued (+) or took back (-)."""
+    COMPONENT_REDEEMED: StatementLine.Component.ValueType  # 2
+    """Points redeemed at the partner (-) or refunded (+)."""
+    COMPONENT_CONVERTED: StatementLine.Component.ValueType  # 3
+    """Points converted into the partner's program (-) or returned (+); units says how many
+    program units.
+    """
+    COMPONENT_DONATED: StatementLine.Component.ValueType  # 4
+    """Points donated to the partner, a charity (-)."""
+    COMPONENT_MATCHED: StatementLine.Component.ValueType  # 5
+    """Points the partner added to donations as a matching sponsor (+)."""
+    COMPONENT_EXPIRED: StatementLine.Component.ValueType  # 6
+    """Points of the partner's issue that expired (-), or were restored by a clawback (+)."""
+
     TRANSACTION_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
@@ -212,6 +338,13 @@ class StatementLine(_message.Message):
     PARTNER_REFERENCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ADJUSTMENT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    EXACT_AMOUNT_FIELD_NUMBER: _builtins.int
+    PRICE_LIST_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     transaction: _builtins.str
     """The ledger transaction: "members/{member}/transactions/{transaction}". Empty for an
     adjustment line.
@@ -223,6 +356,20 @@ class StatementLine(_message.Message):
     """The partner's own reference (receipt, booking id); for adjustments, their reference."""
     adjustment: _builtins.str
     """For an adjustment line: "settlementPeriods/{period}/adjustments/{adjustment}"."""
+    kind: Global___StatementLine.Kind.ValueType
+    component: Global___StatementLine.Component.ValueType
+    """Unset for adjustment lines."""
+    units: _builtins.int
+    """Conversions: program units (miles) credited, signed like points' opposite (+ credited)."""
+    exact_amount: _builtins.str
+    """The line's exact money effect before rounding, in minor units, a decimal string. amount is
+    this rounded half to even; the statement rounds once per component and price list version
+    (docs/settlement.md), so its figures are the rounded sums of these exact values.
+    """
+    price_list: _builtins.str
+    """The price list version that priced the line: "partners/{partner}/priceLists/{id}"."""
+    reason: _builtins.str
+    """Late lines and adjustments: why the line is here."""
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
         """Money effect on the partner, signed like net_amount: positive adds to what the partner
@@ -232,6 +379,10 @@ class StatementLine(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the transaction or adjustment was recorded."""
+
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the purchase happened, if the partner said so."""
 
     def __init__(
         self,
@@ -243,10 +394,17 @@ class StatementLine(_message.Message):
         partner_reference: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         adjustment: _builtins.str = ...,
+        kind: Global___StatementLine.Kind.ValueType = ...,
+        component: Global___StatementLine.Component.ValueType = ...,
+        units: _builtins.int = ...,
+        exact_amount: _builtins.str = ...,
+        price_list: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment", b"adjustment", "amount", b"amount", "create_time", b"create_time", "partner_reference", b"partner_reference", "points", b"points", "transaction", b"transaction", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment", b"adjustment", "amount", b"amount", "component", b"component", "create_time", b"create_time", "exact_amount", b"exact_amount", "kind", b"kind", "occur_time", b"occur_time", "partner_reference", b"partner_reference", "points", b"points", "price_list", b"price_list", "reason", b"reason", "transaction", b"transaction", "type", b"type", "units", b"units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -263,10 +421,14 @@ class NetPosition(_message.Message):
     AMOUNT_DUE_FIELD_NUMBER: _builtins.int
     NET_AMOUNT_FIELD_NUMBER: _builtins.int
     STATEMENT_FIELD_NUMBER: _builtins.int
+    NET_AMOUNT_BASE_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
     partner: _builtins.str
     """"partners/{partner}"."""
     statement: _builtins.str
     """The statement behind it: "settlementPeriods/{period}/statements/{partner}"."""
+    fx_rate: _builtins.str
+    """Units of the partner's currency per unit of the base currency, a decimal string."""
     @_builtins.property
     def amount_owed(self) -> _common_pb2.Money:
         """What the partner owes the coalition."""
@@ -279,6 +441,10 @@ class NetPosition(_message.Message):
     def net_amount(self) -> _common_pb2.Money:
         """amount_due - amount_owed: positive, the partner receives this; negative, it pays it."""
 
+    @_builtins.property
+    def net_amount_base(self) -> _common_pb2.Money:
+        """net_amount in the base currency, at fx_rate, rounded half to even."""
+
     def __init__(
         self,
         *,
@@ -287,14 +453,87 @@ class NetPosition(_message.Message):
         amount_due: _common_pb2.Money | None = ...,
         net_amount: _common_pb2.Money | None = ...,
         statement: _builtins.str = ...,
+        net_amount_base: _common_pb2.Money | None = ...,
+        fx_rate: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "amount_owed", b"amount_owed", "net_amount", b"net_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "amount_owed", b"amount_owed", "net_amount", b"net_amount", "net_amount_base", b"net_amount_base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "amount_owed", b"amount_owed", "net_amount", b"net_amount", "partner", b"partner", "statement", b"statement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "amount_owed", b"amount_owed", "fx_rate", b"fx_rate", "net_amount", b"net_amount", "net_amount_base", b"net_amount_base", "partner", b"partner", "statement", b"statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NetPosition: _TypeAlias = NetPosition  # noqa: Y015
+
+@_typing.final
+class MarginBreakdown(_message.Message):
+    """Where the operator's margin comes from, in the base currency. The parts add up to the margin
+    exactly: fx_rounding takes what converting and rounding each statement leaves over.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUE_REVENUE_FIELD_NUMBER: _builtins.int
+    FEE_REVENUE_FIELD_NUMBER: _builtins.int
+    REDEMPTION_COST_FIELD_NUMBER: _builtins.int
+    CONVERSION_COST_FIELD_NUMBER: _builtins.int
+    CHARITY_PAYOUTS_FIELD_NUMBER: _builtins.int
+    ADJUSTMENTS_FIELD_NUMBER: _builtins.int
+    FX_ROUNDING_FIELD_NUMBER: _builtins.int
+    BREAKAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def issue_revenue(self) -> _common_pb2.Money:
+        """Points issued and matched, at the issuers' prices."""
+
+    @_builtins.property
+    def fee_revenue(self) -> _common_pb2.Money:
+        """Fees charged to partners."""
+
+    @_builtins.property
+    def redemption_cost(self) -> _common_pb2.Money:
+        """Paid for points redeemed (a cost: zero or negative)."""
+
+    @_builtins.property
+    def conversion_cost(self) -> _common_pb2.Money:
+        """Paid for program units credited by conversions (zero or negative)."""
+
+    @_builtins.property
+    def charity_payouts(self) -> _common_pb2.Money:
+        """Paid to charities for donated points (zero or negative)."""
+
+    @_builtins.property
+    def adjustments(self) -> _common_pb2.Money:
+        """Net effect of adjustments and late transactions on the margin."""
+
+    @_builtins.property
+    def fx_rounding(self) -> _common_pb2.Money:
+        """What conversion to the base currency and rounding leave over."""
+
+    @_builtins.property
+    def breakage(self) -> _common_pb2.Money:
+        """Memo, not added: the issue price of the points that expired in the period. Their issue
+        revenue is already in the margin of the period that issued them; expiry is when it
+        becomes the coalition's for good (no redemption will cost anything).
+        """
+
+    def __init__(
+        self,
+        *,
+        issue_revenue: _common_pb2.Money | None = ...,
+        fee_revenue: _common_pb2.Money | None = ...,
+        redemption_cost: _common_pb2.Money | None = ...,
+        conversion_cost: _common_pb2.Money | None = ...,
+        charity_payouts: _common_pb2.Money | None = ...,
+        adjustments: _common_pb2.Money | None = ...,
+        fx_rounding: _common_pb2.Money | None = ...,
+        breakage: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adjustments", b"adjustments", "breakage", b"breakage", "charity_payouts", b"charity_payouts", "conversion_cost", b"conversion_cost", "fee_revenue", b"fee_revenue", "fx_rounding", b"fx_rounding", "issue_revenue", b"issue_revenue", "redemption_cost", b"redemption_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustments", b"adjustments", "breakage", b"breakage", "charity_payouts", b"charity_payouts", "conversion_cost", b"conversion_cost", "fee_revenue", b"fee_revenue", "fx_rounding", b"fx_rounding", "issue_revenue", b"issue_revenue", "redemption_cost", b"redemption_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarginBreakdown: _TypeAlias = MarginBreakdown  # noqa: Y015
 
 @_typing.final
 class NettingReport(_message.Message):
@@ -308,8 +547,13 @@ class NettingReport(_message.Message):
     POSITIONS_FIELD_NUMBER: _builtins.int
     OPERATOR_MARGINS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    OPERATOR_MARGIN_BASE_FIELD_NUMBER: _builtins.int
+    MARGIN_BREAKDOWN_FIELD_NUMBER: _builtins.int
     period: _builtins.str
     """"settlementPeriods/{period}"."""
+    base_currency: _builtins.str
+    """The coalition's base currency (ISO 4217)."""
     @_builtins.property
     def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetPosition]:
         """One position per partner with a statement, ordered by partner."""
@@ -326,6 +570,16 @@ class NettingReport(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the report was computed (the period's close_time)."""
 
+    @_builtins.property
+    def operator_margin_base(self) -> _common_pb2.Money:
+        """The operator's margin in the base currency: minus the sum of every position's
+        net_amount_base, so that positions and margin sum to exactly zero.
+        """
+
+    @_builtins.property
+    def margin_breakdown(self) -> Global___MarginBreakdown:
+        """The margin's parts."""
+
     def __init__(
         self,
         *,
@@ -333,14 +587,121 @@ class NettingReport(_message.Message):
         positions: _abc.Iterable[Global___NetPosition] | None = ...,
         operator_margins: _abc.Iterable[_common_pb2.Money] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        base_currency: _builtins.str = ...,
+        operator_margin_base: _common_pb2.Money | None = ...,
+        margin_breakdown: Global___MarginBreakdown | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "margin_breakdown", b"margin_breakdown", "operator_margin_base", b"operator_margin_base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "operator_margins", b"operator_margins", "period", b"period", "positions", b"positions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_currency", b"base_currency", "create_time", b"create_time", "margin_breakdown", b"margin_breakdown", "operator_margin_base", b"operator_margin_base", "operator_margins", b"operator_margins", "period", b"period", "positions", b"positions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NettingReport: _TypeAlias = NettingReport  # noqa: Y015
+
+@_typing.final
+class PriceList(_message.Message):
+    """A version of a partner's prices. Prices are decimal strings in MAJOR units of the partner's
+    settlement currency ("0.0125" is 1.25 cents per point in USD); empty means 0.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    ISSUE_PRICE_PER_POINT_FIELD_NUMBER: _builtins.int
+    REDEMPTION_RATE_PER_POINT_FIELD_NUMBER: _builtins.int
+    CONVERSION_PRICE_PER_UNIT_FIELD_NUMBER: _builtins.int
+    CHARITY_VALUE_PER_POINT_FIELD_NUMBER: _builtins.int
+    FEE_PER_TRANSACTION_FIELD_NUMBER: _builtins.int
+    FEE_PERCENT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"partners/{partner}/priceLists/{price_list}"."""
+    currency_code: _builtins.str
+    """The partner's settlement currency, which every price here is in."""
+    issue_price_per_point: _builtins.str
+    """What the partner pays the coalition per point it issues (or adds as a sponsor)."""
+    redemption_rate_per_point: _builtins.str
+    """What the coalition pays the partner per point redeemed at it."""
+    conversion_price_per_unit: _builtins.str
+    """What the coalition pays an airline per program unit (mile) credited by a conversion."""
+    charity_value_per_point: _builtins.str
+    """What the coalition pays a charity per point donated to it."""
+    fee_percent: _builtins.str
+    """A fee in percent of the value of the points the partner issues and redeems ("1.5")."""
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp:
+        """From when this version prices transactions (inclusive), until the next version."""
+
+    @_builtins.property
+    def fee_per_transaction(self) -> _common_pb2.Money:
+        """A fixed fee the partner pays per transaction it makes (earns, redemptions, captures,
+        rewards; not reversals), in minor units.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        currency_code: _builtins.str = ...,
+        issue_price_per_point: _builtins.str = ...,
+        redemption_rate_per_point: _builtins.str = ...,
+        conversion_price_per_unit: _builtins.str = ...,
+        charity_value_per_point: _builtins.str = ...,
+        fee_per_transaction: _common_pb2.Money | None = ...,
+        fee_percent: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "fee_per_transaction", b"fee_per_transaction", "valid_from", b"valid_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charity_value_per_point", b"charity_value_per_point", "conversion_price_per_unit", b"conversion_price_per_unit", "create_time", b"create_time", "currency_code", b"currency_code", "fee_per_transaction", b"fee_per_transaction", "fee_percent", b"fee_percent", "issue_price_per_point", b"issue_price_per_point", "name", b"name", "redemption_rate_per_point", b"redemption_rate_per_point", "valid_from", b"valid_from"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriceList: _TypeAlias = PriceList  # noqa: Y015
+
+@_typing.final
+class FxRate(_message.Message):
+    """An FX rate for one period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"settlementPeriods/{period}/fxRates/{currency_code}"."""
+    base_currency: _builtins.str
+    """The coalition's base currency."""
+    currency_code: _builtins.str
+    """The partner settlement currency the rate converts."""
+    rate: _builtins.str
+    """Units of currency_code per one unit of base_currency, a positive decimal string."""
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        base_currency: _builtins.str = ...,
+        currency_code: _builtins.str = ...,
+        rate: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_currency", b"base_currency", "currency_code", b"currency_code", "name", b"name", "rate", b"rate", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FxRate: _TypeAlias = FxRate  # noqa: Y015
 
 @_typing.final
 class Discrepancy(_message.Message):
@@ -429,6 +790,8 @@ class ReconciliationResult(_message.Message):
     FILE_POINTS_TOTAL_FIELD_NUMBER: _builtins.int
     LEDGER_POINTS_TOTAL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    DISCREPANCY_COUNT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     partner: _builtins.str
     """"partners/{partner}"."""
     period: _builtins.str
@@ -443,6 +806,12 @@ class ReconciliationResult(_message.Message):
     """Sum of points over the file."""
     ledger_points_total: _builtins.int
     """Sum of points over the partner's ledger transactions in the period."""
+    discrepancy_count: _builtins.int
+    """How many discrepancies there are; discrepancies holds the first 10,000 of them by
+    partner_reference (the CLI writes them all to CSV).
+    """
+    name: _builtins.str
+    """"partners/{partner}/reconciliations/{reconciliation}": the result, kept for audit."""
     @_builtins.property
     def discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Discrepancy]:
         """Every difference, ordered by partner_reference. Empty when the file matches the ledger."""
@@ -461,10 +830,12 @@ class ReconciliationResult(_message.Message):
         file_points_total: _builtins.int = ...,
         ledger_points_total: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        discrepancy_count: _builtins.int = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "discrepancies", b"discrepancies", "file_points_total", b"file_points_total", "file_reference_count", b"file_reference_count", "ledger_points_total", b"ledger_points_total", "ledger_reference_count", b"ledger_reference_count", "matched_count", b"matched_count", "partner", b"partner", "period", b"period"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "discrepancies", b"discrepancies", "discrepancy_count", b"discrepancy_count", "file_points_total", b"file_points_total", "file_reference_count", b"file_reference_count", "ledger_points_total", b"ledger_points_total", "ledger_reference_count", b"ledger_reference_count", "matched_count", b"matched_count", "name", b"name", "partner", b"partner", "period", b"period"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -833,6 +1204,174 @@ class ReconcilePartnerFileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconcilePartnerFileResponse: _TypeAlias = ReconcilePartnerFileResponse  # noqa: Y015
+
+@_typing.final
+class CreatePriceListRequest(_message.Message):
+    """Adds a price list version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    PRICE_LIST_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key, at most 64 characters."""
+    parent: _builtins.str
+    """"partners/{partner}"."""
+    @_builtins.property
+    def price_list(self) -> Global___PriceList:
+        """name, currency_code (optional; must be the partner's settlement currency) and create_time
+        are ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        parent: _builtins.str = ...,
+        price_list: Global___PriceList | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price_list", b"price_list"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "price_list", b"price_list", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePriceListRequest: _TypeAlias = CreatePriceListRequest  # noqa: Y015
+
+@_typing.final
+class CreatePriceListResponse(_message.Message):
+    """The result of CreatePriceList."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_LIST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def price_list(self) -> Global___PriceList: ...
+    def __init__(
+        self,
+        *,
+        price_list: Global___PriceList | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price_list", b"price_list"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["price_list", b"price_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePriceListResponse: _TypeAlias = CreatePriceListResponse  # noqa: Y015
+
+@_typing.final
+class ListPriceListsRequest(_message.Message):
+    """Lists a partner's price list versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"partners/{partner}"."""
+    page_size: _builtins.int
+    """At most 100; 0 means 50."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPriceListsRequest: _TypeAlias = ListPriceListsRequest  # noqa: Y015
+
+@_typing.final
+class ListPriceListsResponse(_message.Message):
+    """A page of price list versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_LISTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def price_lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriceList]: ...
+    def __init__(
+        self,
+        *,
+        price_lists: _abc.Iterable[Global___PriceList] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "price_lists", b"price_lists"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPriceListsResponse: _TypeAlias = ListPriceListsResponse  # noqa: Y015
+
+@_typing.final
+class SetFxRateRequest(_message.Message):
+    """Sets a period's FX rate for one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key, at most 64 characters."""
+    period: _builtins.str
+    """"settlementPeriods/{period}"."""
+    currency_code: _builtins.str
+    """ISO 4217 code of a partner settlement currency."""
+    rate: _builtins.str
+    """Units of currency_code per one unit of the base currency, a positive decimal string."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        period: _builtins.str = ...,
+        currency_code: _builtins.str = ...,
+        rate: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "period", b"period", "rate", b"rate", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetFxRateRequest: _TypeAlias = SetFxRateRequest  # noqa: Y015
+
+@_typing.final
+class SetFxRateResponse(_message.Message):
+    """The result of SetFxRate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fx_rate(self) -> Global___FxRate: ...
+    def __init__(
+        self,
+        *,
+        fx_rate: Global___FxRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetFxRateResponse: _TypeAlias = SetFxRateResponse  # noqa: Y015
 
 @_typing.final
 class CreateAdjustmentRequest(_message.Message):

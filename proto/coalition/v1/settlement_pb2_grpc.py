@@ -36,9 +36,17 @@ class SettlementServiceStub:
     program, donated to it as a charity);
     - net_amount = amount_due - amount_owed: positive means the partner receives money, negative
     means it pays.
-    Points figures are net of reversals in the same period; a reversal of an earlier period's
-    transaction counts in the period it happens in. A closed period's figures never change;
-    corrections are adjustments that land in an open period.
+    A ledger transaction belongs to the period it was recorded in (its create_time). Points
+    figures are net of reversals: a reversal counts in the period it is recorded in, whatever the
+    period of the transaction it reverses. A closed period's figures never change: a transaction
+    recorded for it too late (or one dated in it, occur_time, but reported after it closed) lands
+    on the next period's statement as a LATE_TRANSACTION line, and manual corrections are
+    adjustments (CreateAdjustment) in an open period.
+
+    Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
+    is priced by the version valid when its transaction was recorded. Statements are in the
+    partner's settlement currency; the netting is in the coalition's base currency, converted at
+    the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
     Who may call: the operator and finance users (operator credentials) may call every RPC. A
     partner may read its own statement and its lines (GetStatement, ListStatements,
@@ -87,6 +95,21 @@ class SettlementServiceStub:
                 request_serializer=coalition_dot_v1_dot_settlement__pb2.ReconcilePartnerFileRequest.SerializeToString,
                 response_deserializer=coalition_dot_v1_dot_settlement__pb2.ReconcilePartnerFileResponse.FromString,
                 _registered_method=True)
+        self.CreatePriceList = channel.unary_unary(
+                '/coalition.v1.SettlementService/CreatePriceList',
+                request_serializer=coalition_dot_v1_dot_settlement__pb2.CreatePriceListRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_settlement__pb2.CreatePriceListResponse.FromString,
+                _registered_method=True)
+        self.ListPriceLists = channel.unary_unary(
+                '/coalition.v1.SettlementService/ListPriceLists',
+                request_serializer=coalition_dot_v1_dot_settlement__pb2.ListPriceListsRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_settlement__pb2.ListPriceListsResponse.FromString,
+                _registered_method=True)
+        self.SetFxRate = channel.unary_unary(
+                '/coalition.v1.SettlementService/SetFxRate',
+                request_serializer=coalition_dot_v1_dot_settlement__pb2.SetFxRateRequest.SerializeToString,
+                response_deserializer=coalition_dot_v1_dot_settlement__pb2.SetFxRateResponse.FromString,
+                _registered_method=True)
         self.CreateAdjustment = channel.unary_unary(
                 '/coalition.v1.SettlementService/CreateAdjustment',
                 request_serializer=coalition_dot_v1_dot_settlement__pb2.CreateAdjustmentRequest.SerializeToString,
@@ -105,9 +128,17 @@ class SettlementServiceServicer:
     program, donated to it as a charity);
     - net_amount = amount_due - amount_owed: positive means the partner receives money, negative
     means it pays.
-    Points figures are net of reversals in the same period; a reversal of an earlier period's
-    transaction counts in the period it happens in. A closed period's figures never change;
-    corrections are adjustments that land in an open period.
+    A ledger transaction belongs to the period it was recorded in (its create_time). Points
+    figures are net of reversals: a reversal counts in the period it is recorded in, whatever the
+    period of the transaction it reverses. A closed period's figures never change: a transaction
+    recorded for it too late (or one dated in it, occur_time, but reported after it closed) lands
+    on the next period's statement as a LATE_TRANSACTION line, and manual corrections are
+    adjustments (CreateAdjustment) in an open period.
+
+    Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
+    is priced by the version valid when its transaction was recorded. Statements are in the
+    partner's settlement currency; the netting is in the coalition's base currency, converted at
+    the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
     Who may call: the operator and finance users (operator credentials) may call every RPC. A
     partner may read its own statement and its lines (GetStatement, ListStatements,
@@ -191,6 +222,43 @@ class SettlementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePriceList(self, request, context):
+        """Adds a version of a partner's price list, valid from valid_from (inclusive) until the next
+        version's valid_from. Versions are never edited; a new one replaces the old from its date.
+        valid_from may not fall in a closed period.
+        Who: the operator / finance only.
+        Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PRICE with the field,
+        CURRENCY_MISMATCH when a money field is not in the partner's settlement currency,
+        INVALID_VALID_FROM), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS
+        (PRICE_LIST_EXISTS for another version at the same valid_from, REQUEST_ID_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPriceLists(self, request, context):
+        """Lists a partner's price list versions, newest valid_from first.
+        Who: the operator / finance; a partner for its own.
+        Errors: NOT_FOUND (PARTNER_NOT_FOUND), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
+        INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFxRate(self, request, context):
+        """Sets the FX rate of a currency for an open period: how many units of the currency one unit
+        of the base currency buys. The netting converts statements in that currency with it.
+        Setting the same rate again is a no-op; a different rate replaces it while the period is
+        open.
+        Who: the operator / finance only.
+        Errors: INVALID_ARGUMENT (INVALID_CURRENCY_CODE, SAME_CURRENCY for the base currency,
+        INVALID_RATE), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateAdjustment(self, request, context):
         """Records a correcting line for a partner, with a reason and a reference, in an open period
         (by default the current one). It appears on that period's statement as an ADJUSTMENT line.
@@ -238,6 +306,21 @@ def add_SettlementServiceServicer_to_server(servicer, server):
                     request_deserializer=coalition_dot_v1_dot_settlement__pb2.ReconcilePartnerFileRequest.FromString,
                     response_serializer=coalition_dot_v1_dot_settlement__pb2.ReconcilePartnerFileResponse.SerializeToString,
             ),
+            'CreatePriceList': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePriceList,
+                    request_deserializer=coalition_dot_v1_dot_settlement__pb2.CreatePriceListRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_settlement__pb2.CreatePriceListResponse.SerializeToString,
+            ),
+            'ListPriceLists': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPriceLists,
+                    request_deserializer=coalition_dot_v1_dot_settlement__pb2.ListPriceListsRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_settlement__pb2.ListPriceListsResponse.SerializeToString,
+            ),
+            'SetFxRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFxRate,
+                    request_deserializer=coalition_dot_v1_dot_settlement__pb2.SetFxRateRequest.FromString,
+                    response_serializer=coalition_dot_v1_dot_settlement__pb2.SetFxRateResponse.SerializeToString,
+            ),
             'CreateAdjustment': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAdjustment,
                     request_deserializer=coalition_dot_v1_dot_settlement__pb2.CreateAdjustmentRequest.FromString,
@@ -262,9 +345,17 @@ class SettlementService:
     program, donated to it as a charity);
     - net_amount = amount_due - amount_owed: positive means the partner receives money, negative
     means it pays.
-    Points figures are net of reversals in the same period; a reversal of an earlier period's
-    transaction counts in the period it happens in. A closed period's figures never change;
-    corrections are adjustments that land in an open period.
+    A ledger transaction belongs to the period it was recorded in (its create_time). Points
+    figures are net of reversals: a reversal counts in the period it is recorded in, whatever the
+    period of the transaction it reverses. A closed period's figures never change: a transaction
+    recorded for it too late (or one dated in it, occur_time, but reported after it closed) lands
+    on the next period's statement as a LATE_TRANSACTION line, and manual corrections are
+    adjustments (CreateAdjustment) in an open period.
+
+    Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
+    is priced by the version valid when its transaction was recorded. Statements are in the
+    partner's settlement currency; the netting is in the coalition's base currency, converted at
+    the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
     Who may call: the operator and finance users (operator credentials) may call every RPC. A
     partner may read its own statement and its lines (GetStatement, ListStatements,
@@ -429,6 +520,87 @@ class SettlementService:
             '/coalition.v1.SettlementService/ReconcilePartnerFile',
             coalition_dot_v1_dot_settlement__pb2.ReconcilePartnerFileRequest.SerializeToString,
             coalition_dot_v1_dot_settlement__pb2.ReconcilePartnerFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePriceList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.SettlementService/CreatePriceList',
+            coalition_dot_v1_dot_settlement__pb2.CreatePriceListRequest.SerializeToString,
+            coalition_dot_v1_dot_settlement__pb2.CreatePriceListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPriceLists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.SettlementService/ListPriceLists',
+            coalition_dot_v1_dot_settlement__pb2.ListPriceListsRequest.SerializeToString,
+            coalition_dot_v1_dot_settlement__pb2.ListPriceListsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFxRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coalition.v1.SettlementService/SetFxRate',
+            coalition_dot_v1_dot_settlement__pb2.SetFxRateRequest.SerializeToString,
+            coalition_dot_v1_dot_settlement__pb2.SetFxRateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,9 +37,17 @@ class SettlementServiceStub:
       program, donated to it as a charity);
     - net_amount = amount_due - amount_owed: positive means the partner receives money, negative
       means it pays.
-    Points figures are net of reversals in the same period; a reversal of an earlier period's
-    transaction counts in the period it happens in. A closed period's figures never change;
-    corrections are adjustments that land in an open period.
+    A ledger transaction belongs to the period it was recorded in (its create_time). Points
+    figures are net of reversals: a reversal counts in the period it is recorded in, whatever the
+    period of the transaction it reverses. A closed period's figures never change: a transaction
+    recorded for it too late (or one dated in it, occur_time, but reported after it closed) lands
+    on the next period's statement as a LATE_TRANSACTION line, and manual corrections are
+    adjustments (CreateAdjustment) in an open period.
+
+    Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
+    is priced by the version valid when its transaction was recorded. Statements are in the
+    partner's settlement currency; the netting is in the coalition's base currency, converted at
+    the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
     Who may call: the operator and finance users (operator credentials) may call every RPC. A
     partner may read its own statement and its lines (GetStatement, ListStatements,
@@ -103,6 +111,31 @@ class SettlementServiceStub:
     (PARTNER_NOT_FOUND), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS
     (REQUEST_ID_REUSED).
     """
+    CreatePriceList: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.CreatePriceListRequest, _settlement_pb2.CreatePriceListResponse]
+    """Adds a version of a partner's price list, valid from valid_from (inclusive) until the next
+    version's valid_from. Versions are never edited; a new one replaces the old from its date.
+    valid_from may not fall in a closed period.
+    Who: the operator / finance only.
+    Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PRICE with the field,
+    CURRENCY_MISMATCH when a money field is not in the partner's settlement currency,
+    INVALID_VALID_FROM), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS
+    (PRICE_LIST_EXISTS for another version at the same valid_from, REQUEST_ID_REUSED).
+    """
+    ListPriceLists: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ListPriceListsRequest, _settlement_pb2.ListPriceListsResponse]
+    """Lists a partner's price list versions, newest valid_from first.
+    Who: the operator / finance; a partner for its own.
+    Errors: NOT_FOUND (PARTNER_NOT_FOUND), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
+    INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+    """
+    SetFxRate: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.SetFxRateRequest, _settlement_pb2.SetFxRateResponse]
+    """Sets the FX rate of a currency for an open period: how many units of the currency one unit
+    of the base currency buys. The netting converts statements in that currency with it.
+    Setting the same rate again is a no-op; a different rate replaces it while the period is
+    open.
+    Who: the operator / finance only.
+    Errors: INVALID_ARGUMENT (INVALID_CURRENCY_CODE, SAME_CURRENCY for the base currency,
+    INVALID_RATE), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    """
     CreateAdjustment: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.CreateAdjustmentRequest, _settlement_pb2.CreateAdjustmentResponse]
     """Records a correcting line for a partner, with a reason and a reference, in an open period
     (by default the current one). It appears on that period's statement as an ADJUSTMENT line.
@@ -126,9 +159,17 @@ class SettlementServiceAsyncStub(SettlementServiceStub):
       program, donated to it as a charity);
     - net_amount = amount_due - amount_owed: positive means the partner receives money, negative
       means it pays.
-    Points figures are net of reversals in the same period; a reversal of an earlier period's
-    transaction counts in the period it happens in. A closed period's figures never change;
-    corrections are adjustments that land in an open period.
+    A ledger transaction belongs to the period it was recorded in (its create_time). Points
+    figures are net of reversals: a reversal counts in the period it is recorded in, whatever the
+    period of the transaction it reverses. A closed period's figures never change: a transaction
+    recorded for it too late (or one dated in it, occur_time, but reported after it closed) lands
+    on the next period's statement as a LATE_TRANSACTION line, and manual corrections are
+    adjustments (CreateAdjustment) in an open period.
+
+    Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
+    is priced by the version valid when its transaction was recorded. Statements are in the
+    partner's settlement currency; the netting is in the coalition's base currency, converted at
+    the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
     Who may call: the operator and finance users (operator credentials) may call every RPC. A
     partner may read its own statement and its lines (GetStatement, ListStatements,
@@ -189,6 +230,31 @@ class SettlementServiceAsyncStub(SettlementServiceStub):
     (PARTNER_NOT_FOUND), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS
     (REQUEST_ID_REUSED).
     """
+    CreatePriceList: _aio.UnaryUnaryMultiCallable[_settlement_pb2.CreatePriceListRequest, _settlement_pb2.CreatePriceListResponse]  # type: ignore[assignment]
+    """Adds a version of a partner's price list, valid from valid_from (inclusive) until the next
+    version's valid_from. Versions are never edited; a new one replaces the old from its date.
+    valid_from may not fall in a closed period.
+    Who: the operator / finance only.
+    Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PRICE with the field,
+    CURRENCY_MISMATCH when a money field is not in the partner's settlement currency,
+    INVALID_VALID_FROM), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS
+    (PRICE_LIST_EXISTS for another version at the same valid_from, REQUEST_ID_REUSED).
+    """
+    ListPriceLists: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListPriceListsRequest, _settlement_pb2.ListPriceListsResponse]  # type: ignore[assignment]
+    """Lists a partner's price list versions, newest valid_from first.
+    Who: the operator / finance; a partner for its own.
+    Errors: NOT_FOUND (PARTNER_NOT_FOUND), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
+    INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+    """
+    SetFxRate: _aio.UnaryUnaryMultiCallable[_settlement_pb2.SetFxRateRequest, _settlement_pb2.SetFxRateResponse]  # type: ignore[assignment]
+    """Sets the FX rate of a currency for an open period: how many units of the currency one unit
+    of the base currency buys. The netting converts statements in that currency with it.
+    Setting the same rate again is a no-op; a different rate replaces it while the period is
+    open.
+    Who: the operator / finance only.
+    Errors: INVALID_ARGUMENT (INVALID_CURRENCY_CODE, SAME_CURRENCY for the base currency,
+    INVALID_RATE), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS (REQUEST_ID_REUSED).
+    """
     CreateAdjustment: _aio.UnaryUnaryMultiCallable[_settlement_pb2.CreateAdjustmentRequest, _settlement_pb2.CreateAdjustmentResponse]  # type: ignore[assignment]
     """Records a correcting line for a partner, with a reason and a reference, in an open period
     (by default the current one). It appears on that period's statement as an ADJUSTMENT line.
@@ -211,9 +277,17 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
       program, donated to it as a charity);
     - net_amount = amount_due - amount_owed: positive means the partner receives money, negative
       means it pays.
-    Points figures are net of reversals in the same period; a reversal of an earlier period's
-    transaction counts in the period it happens in. A closed period's figures never change;
-    corrections are adjustments that land in an open period.
+    A ledger transaction belongs to the period it was recorded in (its create_time). Points
+    figures are net of reversals: a reversal counts in the period it is recorded in, whatever the
+    period of the transaction it reverses. A closed period's figures never change: a transaction
+    recorded for it too late (or one dated in it, occur_time, but reported after it closed) lands
+    on the next period's statement as a LATE_TRANSACTION line, and manual corrections are
+    adjustments (CreateAdjustment) in an open period.
+
+    Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
+    is priced by the version valid when its transaction was recorded. Statements are in the
+    partner's settlement currency; the netting is in the coalition's base currency, converted at
+    the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
     Who may call: the operator and finance users (operator credentials) may call every RPC. A
     partner may read its own statement and its lines (GetStatement, ListStatements,
@@ -307,6 +381,49 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         "file_content[line N]", UNSUPPORTED_FILE_FORMAT, INVALID_PERIOD), NOT_FOUND
         (PARTNER_NOT_FOUND), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS
         (REQUEST_ID_REUSED).
+        """
+
+    @_abc_1.abstractmethod
+    def CreatePriceList(
+        self,
+        request: _settlement_pb2.CreatePriceListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.CreatePriceListResponse, _abc.Awaitable[_settlement_pb2.CreatePriceListResponse]]:
+        """Adds a version of a partner's price list, valid from valid_from (inclusive) until the next
+        version's valid_from. Versions are never edited; a new one replaces the old from its date.
+        valid_from may not fall in a closed period.
+        Who: the operator / finance only.
+        Errors: NOT_FOUND (PARTNER_NOT_FOUND), INVALID_ARGUMENT (INVALID_PRICE with the field,
+        CURRENCY_MISMATCH when a money field is not in the partner's settlement currency,
+        INVALID_VALID_FROM), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS
+        (PRICE_LIST_EXISTS for another version at the same valid_from, REQUEST_ID_REUSED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPriceLists(
+        self,
+        request: _settlement_pb2.ListPriceListsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.ListPriceListsResponse, _abc.Awaitable[_settlement_pb2.ListPriceListsResponse]]:
+        """Lists a partner's price list versions, newest valid_from first.
+        Who: the operator / finance; a partner for its own.
+        Errors: NOT_FOUND (PARTNER_NOT_FOUND), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
+        INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+        """
+
+    @_abc_1.abstractmethod
+    def SetFxRate(
+        self,
+        request: _settlement_pb2.SetFxRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.SetFxRateResponse, _abc.Awaitable[_settlement_pb2.SetFxRateResponse]]:
+        """Sets the FX rate of a currency for an open period: how many units of the currency one unit
+        of the base currency buys. The netting converts statements in that currency with it.
+        Setting the same rate again is a no-op; a different rate replaces it while the period is
+        open.
+        Who: the operator / finance only.
+        Errors: INVALID_ARGUMENT (INVALID_CURRENCY_CODE, SAME_CURRENCY for the base currency,
+        INVALID_RATE), FAILED_PRECONDITION (PERIOD_CLOSED), ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,108 @@
+"""ReconcilePartnerFile: a partner's file against its ledger transactions of a period."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.adapters.models import LedgerTransactionRow, ReconciliationRow, table_of
+from gateway.service import partners as partner_service
+from gateway.service.context import AppContext
+from settlement.domain import reconcile as dr
+from settlement.domain.periods import Period
+
+TXNS = table_of(LedgerTransactionRow)
+RECONCILIATIONS = table_of(ReconciliationRow)
+RECONCILIATION_ID_BYTES = 8
+REFERENCE_BATCH = 2_000
+"""References read per query: memory is this many, however many the partner has."""
+RECONCILED_TYPES = ("EARN", "REDEEM", "CAPTURE", "REWARD", "REVERSAL")
+"""What a partner's own system records: its earns, burns and their refunds. Holds, releases,
+expiries, donations and conversions are not the partner's sales."""
+
+
+def _made_by(partner_id: str) -> ColumnElement[bool]:
+    """The partner's own transactions: made at it, or submitted by it as a travel agency."""
+    return or_(
+        and_(TXNS.c.partner_id == partner_id, TXNS.c.channel_partner_id.is_(None)),
+        TXNS.c.channel_partner_id == partner_id,
+    )
+
+
+async def ledger_side(
+    conn: AsyncConnection, partner_id: str, period: Period
+) -> AsyncIterator[dr.LedgerEntry]:
+    """Per-reference sums of the partner's transactions recorded in the period, by reference."""
+    reference: Any = TXNS.c.partner_reference
+    if conn.dialect.name == "postgresql":
+        reference = reference.collate("C")  # byte order, as Python compares them
+    where: list[ColumnElement[bool]] = [
+        _made_by(partner_id),
+        TXNS.c.type.in_(RECONCILED_TYPES),
+        TXNS.c.create_time >= period.start,
+        TXNS.c.create_time < period.end,
+    ]
+    after: str | None = None
+    while True:
+        query = (
+            select(TXNS.c.partner_reference, func.sum(TXNS.c.points).label("points"))
+            .where(*where)
+            .group_by(TXNS.c.partner_reference)
+            .order_by(reference)
+            .limit(REFERENCE_BATCH)
+        )
+        if after is not None:
+            query = query.having(reference > after)
+        sums = (await conn.execute(query)).all()
+        if not sums:
+            return
+        names: dict[str, list[str]] = defaultdict(list)
+        rows = await conn.execute(
+            select(TXNS.c.partner_reference, TXNS.c.member_id, TXNS.c.id)
+            .where(*where, TXNS.c.partner_reference.in_([r.partner_reference for r in sums]))
+            .order_by(TXNS.c.seq)
+        )
+        for t in rows:
+            kept = names[t.partner_reference]
+            if len(kept) < dr.TRANSACTIONS_PER_DISCREPANCY_MAX:
+                kept.append(f"members/{t.member_id}/transactions/{t.id}")
+        for r in sums:
+            yield dr.LedgerEntry(
+                r.partner_reference, int(r.points), tuple(names[r.partner_reference])
+            )
+        if len(sums) < REFERENCE_BATCH:
+            return
+        after = sums[-1].partner_reference
+
+
+async def reconcile(
+    conn: AsyncConnection, ctx: AppContext, partner_id: str, period: Period, content: bytes
+) -> tuple[str, dr.Result]:
+    """(reconciliation name, result); the result is stored for audit."""
+    await partner_service.get(conn, partner_id)
+    file = dr.parse_file(content)
+    result = await dr.match(file, ledger_side(conn, partner_id, period))
+    result.create_time = ctx.clock.now()
+    reconciliation_id = secrets.token_hex(RECONCILIATION_ID_BYTES)
+    summary = {k: v for k, v in asdict(result).items() if k not in ("discrepancies",)}
+    summary["create_time"] = result.create_time.isoformat()
+    await conn.execute(
+        insert(RECONCILIATIONS).values(
+            id=reconciliation_id,
+            partner_id=partner_id,
+            period=period.id,
+            file_sha256=hashlib.sha256(content).hexdigest(),
+            summary=json.dumps(summary),
+            discrepancies=json.dumps([asdict(d) for d in result.discrepancies]),
+            create_time=result.create_time,
+        )
+    )
+    return f"partners/{partner_id}/reconciliations/{reconciliation_id}", result
