@@ -153,7 +153,7 @@ def receipt_pdf(receipt: Receipt, font: Path | None = None) -> bytes:
     pdf.set_author(PDF_AUTHOR)
     pdf.set_subject(f"Donation to {receipt.charity_display_name}")
     pdf.set_lang("en")
-    family, text = _pdf_font(pdf, font)
+    family, text = pdf_font(pdf, font)
     pdf.add_page()
     pdf.set_font(family, size=PDF_TITLE_SIZE_PT)
     pdf.cell(text=RECEIPT_TITLE, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -168,7 +168,7 @@ def receipt_pdf(receipt: Receipt, font: Path | None = None) -> bytes:
     return bytes(pdf.output())
 
 
-def _pdf_font(pdf: FPDF, font: Path | None) -> tuple[str, _Text]:
+def pdf_font(pdf: FPDF, font: Path | None) -> tuple[str, _Text]:
     """The font family to write with, and what a string must become to be drawn in it."""
     if font is None:
         return PDF_FONT_CORE, _latin1
@@ -316,7 +316,7 @@ def _chart(charity_id: str, display_name: str, report: DonationsReport) -> _Char
         no_data_text="No donations",
         value_formatter=_points_label,
     )
-    chart.add_xml_filter(_without_scripts)
+    chart.add_xml_filter(without_scripts)
     if rows:
         days = _report_days(report)
         donated, matched = _daily_series(rows, days)
@@ -333,7 +333,7 @@ def _points_label(points: float) -> str:
     return f"{points:,.0f}" if points == int(points) else f"{points:,}"
 
 
-def _without_scripts(svg: ElementTree.Element) -> ElementTree.Element:
+def without_scripts(svg: ElementTree.Element) -> ElementTree.Element:
     """pygal inlines a script that only configures its web tooltips, which the report does not
     load: dropped, so that the report runs no script at all (mail clients, strict CSPs)."""
     for parent in svg.iter():
@@ -361,15 +361,15 @@ def donations_report_csv(report: DonationsReport) -> str:
             (
                 report.period,
                 c.charity_id,
-                _cell_text(c.charity_display_name),
+                cell_text(c.charity_display_name),
                 c.currency,
                 c.donations,
                 c.donors,
                 c.points,
                 c.matched_points,
-                _decimal(c.value_minor, c.currency_exponent),
-                _decimal(c.matched_value_minor, c.currency_exponent),
-                _decimal(c.owed_minor, c.currency_exponent),
+                decimal_text(c.value_minor, c.currency_exponent),
+                decimal_text(c.matched_value_minor, c.currency_exponent),
+                decimal_text(c.owed_minor, c.currency_exponent),
             )
         )
     for t in _currency_totals(report.charities):
@@ -383,19 +383,19 @@ def donations_report_csv(report: DonationsReport) -> str:
                 "",  # one member may give to several charities: donors do not add up
                 t.points,
                 t.matched_points,
-                _decimal(t.value_minor, t.exponent),
-                _decimal(t.matched_value_minor, t.exponent),
-                _decimal(t.owed_minor, t.exponent),
+                decimal_text(t.value_minor, t.exponent),
+                decimal_text(t.matched_value_minor, t.exponent),
+                decimal_text(t.owed_minor, t.exponent),
             )
         )
     return out.getvalue()
 
 
-def _decimal(amount_minor: int, exponent: int) -> str:
+def decimal_text(amount_minor: int, exponent: int) -> str:
     """ "1234.56": major units, no grouping, what a spreadsheet reads as a number."""
     return f"{Decimal(amount_minor).scaleb(-exponent):.{exponent}f}"
 
 
-def _cell_text(text: str) -> str:
+def cell_text(text: str) -> str:
     """A partner-chosen name that a spreadsheet would run as a formula is quoted as text."""
     return f"'{text}" if text.startswith(CSV_FORMULA_CHARS) else text

@@ -49,6 +49,7 @@ from gateway.entrypoints.web import create_web_app
 from gateway.service.context import AppContext
 from gateway.service.verify import verify
 from partners import ca as ca_lib
+from settlement.entrypoints import cli as settlement_cli
 from wallet.config import Wallet
 
 CA_DIR_DEFAULT = "coalition-ca"
@@ -499,6 +500,7 @@ def _parser() -> argparse.ArgumentParser:
     submit_cli.add_command(partners)
     donations_cli.add_commands(sub, with_db, _with_context)
     wallet_cli.add_commands(sub, with_db, _with_context)
+    settlement_cli.add_commands(sub, with_db, _with_context)
 
     worker = with_db(
         sub.add_parser("worker", help="deliver events and run the sweeps, without serving")

@@ -8,7 +8,7 @@ demo key per partner (and one operator key) is active after each run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,9 @@ from gateway.service import campaigns, donations, earning, ledger, links, rates,
 from gateway.service import members as members_service
 from gateway.service import partners as partner_service
 from gateway.service.context import AppContext
+from settlement.domain.periods import Period
+from settlement.domain.pricing import PriceList
+from settlement.service import prices as price_service
 from wallet.config import Wallet
 from wallet.service import cards
 
@@ -211,6 +214,65 @@ DEMO_CAMPAIGN_DAYS = 365
 DEMO_RATES = (("EUR", "USD", "1.08"), ("GBP", "USD", "1.27"), ("USD", "CAD", "1.38"))
 
 
+DEMO_PRICES_VALID_FROM = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _prices(
+    partner_id: str,
+    issue: str = "0",
+    redeem: str = "0",
+    convert: str = "0",
+    charity: str = "0",
+    fee_minor: int = 0,
+    fee_percent: str = "0",
+) -> PriceList:
+    """Major units of the partner's settlement currency per point (per mile for conversions)."""
+    return PriceList(
+        "",
+        partner_id,
+        DEMO_PRICES_VALID_FROM,
+        "",
+        Decimal(issue),
+        Decimal(redeem),
+        Decimal(convert),
+        Decimal(charity),
+        fee_minor,
+        Decimal(fee_percent),
+    )
+
+
+DEMO_PRICES = (
+    _prices(
+        "grand-harbor-hotels",
+        issue="0.0125",
+        redeem="0.0095",
+        fee_minor=2,
+        fee_percent="0.5",
+    ),
+    _prices("swiftride", issue="0.012", redeem="0.0092", fee_percent="0.5"),
+    _prices("aurora-airways", issue="0.011", redeem="0.009", convert="0.014"),
+    _prices("wanderlust-travel"),
+    _prices("maple-market", issue="0.016", redeem="0.0125"),
+    _prices("clean-oceans", charity="0.01"),
+    _prices("open-books", charity="0.008"),
+)
+DEMO_FX_RATES = (("CAD", "1.38"), ("GBP", "0.79"))
+"""Units per US dollar (the default base currency), set for the current settlement period."""
+
+
+async def _seed_settlement(ctx: AppContext, conn: Any) -> None:
+    """A price list per partner and this month's FX rates, so a month can be closed."""
+    for draft in DEMO_PRICES:
+        found, _ = await price_service.list_price_lists(conn, draft.partner_id, 1, "")
+        if not found:
+            await price_service.create_price_list(conn, ctx, draft)
+    if ctx.base_currency != "USD":
+        return  # the demo's rates are per dollar
+    period = Period.of(ctx.clock.now())
+    for currency, rate in DEMO_FX_RATES:
+        await price_service.set_fx_rate(conn, ctx, period, currency, rate)
+
+
 async def _seed_programme(ctx: AppContext, conn: Any) -> None:
     """Exchange rates, two hotel campaigns and two rewards, created once (rates: once a day)."""
     now = ctx.clock.now()
@@ -219,6 +281,7 @@ async def _seed_programme(ctx: AppContext, conn: Any) -> None:
             await rates.conversion(conn, base, quote, now)
         except FailedPrecondition:
             await rates.set_rate(conn, ctx, base, quote, Decimal(rate))
+    await _seed_settlement(ctx, conn)
     hotel = await partner_service.get(conn, "grand-harbor-hotels")
     existing, _ = await campaigns.list_page(conn, hotel.id, 1, "")
     if existing:

@@ -147,8 +147,15 @@ def parse_file(content: bytes) -> dict[str, FileEntry]:
     return entries
 
 
-async def match(file: dict[str, FileEntry], ledger: AsyncIterator[LedgerEntry]) -> Result:
-    """Merge the file with the ledger's per-reference sums (which come ordered by reference)."""
+async def match(
+    file: dict[str, FileEntry],
+    ledger: AsyncIterator[LedgerEntry],
+    keep: int | None = DISCREPANCIES_KEPT_MAX,
+) -> Result:
+    """Merge the file with the ledger's per-reference sums (which come ordered by reference).
+
+    keep: how many discrepancies to keep (None: all); all are counted.
+    """
     result = Result(file_reference_count=len(file))
     result.file_points_total = sum(e.points for e in file.values())
     references = sorted(file)
@@ -156,7 +163,7 @@ async def match(file: dict[str, FileEntry], ledger: AsyncIterator[LedgerEntry]) 
 
     def report(d: Discrepancy) -> None:
         result.discrepancy_count += 1
-        if len(result.discrepancies) < DISCREPANCIES_KEPT_MAX:
+        if keep is None or len(result.discrepancies) < keep:
             result.discrepancies.append(d)
 
     def only_in_file(reference: str) -> None:
@@ -212,7 +219,7 @@ async def _ordered(ledger: AsyncIterator[LedgerEntry]) -> AsyncIterator[LedgerEn
         yield entry
 
 
-def csv_rows(result: Result, discrepancies: Iterable[Discrepancy]) -> Iterable[list[str]]:
+def csv_rows(discrepancies: Iterable[Discrepancy]) -> Iterable[list[str]]:
     yield [
         "kind",
         "partner_reference",

@@ -105,6 +105,7 @@ class Line:
     """Rounded half to even (adjustments: exact)."""
     exact_minor: Decimal
     currency: str
+    exponent: int
     price_list: str
     partner_reference: str
     reason: str
@@ -658,6 +659,7 @@ def _line(row: Any, prices: dict[str, pricing.PriceList], currency: str) -> Line
         amount_minor=pricing.round_minor(exact),
         exact_minor=exact,
         currency=currency,
+        exponent=exponent,
         price_list=price_list,
         partner_reference=row.partner_reference,
         reason=row.reason,

@@ -84,12 +84,19 @@ async def ledger_side(
 
 
 async def reconcile(
-    conn: AsyncConnection, ctx: AppContext, partner_id: str, period: Period, content: bytes
+    conn: AsyncConnection,
+    ctx: AppContext,
+    partner_id: str,
+    period: Period,
+    content: bytes,
+    keep_all: bool = False,
 ) -> tuple[str, dr.Result]:
-    """(reconciliation name, result); the result is stored for audit."""
+    """(reconciliation name, result); the result is stored for audit (at most
+    DISCREPANCIES_KEPT_MAX discrepancies of it). keep_all: return every discrepancy (the CLI)."""
     await partner_service.get(conn, partner_id)
     file = dr.parse_file(content)
-    result = await dr.match(file, ledger_side(conn, partner_id, period))
+    keep = None if keep_all else dr.DISCREPANCIES_KEPT_MAX
+    result = await dr.match(file, ledger_side(conn, partner_id, period), keep)
     result.create_time = ctx.clock.now()
     reconciliation_id = secrets.token_hex(RECONCILIATION_ID_BYTES)
     summary = {k: v for k, v in asdict(result).items() if k not in ("discrepancies",)}
@@ -101,7 +108,9 @@ async def reconcile(
             period=period.id,
             file_sha256=hashlib.sha256(content).hexdigest(),
             summary=json.dumps(summary),
-            discrepancies=json.dumps([asdict(d) for d in result.discrepancies]),
+            discrepancies=json.dumps(
+                [asdict(d) for d in result.discrepancies[: dr.DISCREPANCIES_KEPT_MAX]]
+            ),
             create_time=result.create_time,
         )
     )
