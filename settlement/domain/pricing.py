@@ -24,10 +24,11 @@ currency round each figure once, half to even; the netting's fx_rounding takes t
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from gateway.domain.errors import InvalidArgument
 
@@ -36,6 +37,7 @@ PRICE_DIGITS_MAX = 12
 PRICE_MAX = Decimal(1_000_000)
 """No point, mile or percent is priced above this (major units): a typo, not a price."""
 FEE_PER_TRANSACTION_MINOR_MAX = 10**9
+_DECIMAL = re.compile(rf"[0-9]{{1,10}}(\.[0-9]{{1,{PRICE_DIGITS_MAX}}})?")
 FX_RATE_MAX = Decimal(10**9)
 FEE_TYPES = frozenset({"EARN", "REDEEM", "CAPTURE", "REWARD"})
 """The transactions a partner makes itself, which carry its fixed fee."""
@@ -75,26 +77,16 @@ class PriceList:
 
 
 def parse_price(raw: str, field_path: str, maximum: Decimal = PRICE_MAX) -> Decimal:
-    """A non-negative decimal string ("" is 0) or INVALID_PRICE."""
+    """A non-negative plain decimal ("0.0125"; "" is 0) or INVALID_PRICE."""
     if raw == "":
         return Decimal(0)
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        value = Decimal(-1)
-    exponent = value.as_tuple().exponent
-    if (
-        not value.is_finite()
-        or not isinstance(exponent, int)
-        or value < 0
-        or value > maximum
-        or -exponent > PRICE_DIGITS_MAX
-        or raw != raw.strip()
-    ):
+    value = Decimal(raw) if _DECIMAL.fullmatch(raw) else None
+    if value is None or value > maximum:
         raise InvalidArgument.on_field(
             field_path,
             "INVALID_PRICE",
-            f"a decimal from 0 to {maximum:,} with at most {PRICE_DIGITS_MAX} decimal places",
+            f"a decimal from 0 to {maximum:,} with at most {PRICE_DIGITS_MAX} decimal places, "
+            'written plainly ("0.0125")',
         )
     return value
 
