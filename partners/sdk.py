@@ -48,6 +48,8 @@ from coalition.v1 import (
     points_pb2_grpc,
     rewards_pb2,
     rewards_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
     wallet_pb2,
     wallet_pb2_grpc,
 )
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from coalition.v1.partners_pb2_grpc import PartnerServiceAsyncStub
     from coalition.v1.points_pb2_grpc import PointsServiceAsyncStub
     from coalition.v1.rewards_pb2_grpc import RewardServiceAsyncStub
+    from coalition.v1.settlement_pb2_grpc import SettlementServiceAsyncStub
     from coalition.v1.wallet_pb2_grpc import WalletServiceAsyncStub
 
 __all__ = [
@@ -370,6 +373,7 @@ class CoalitionClient:
         self._rewards: RewardServiceAsyncStub | None = None
         self._donations: DonationServiceAsyncStub | None = None
         self._wallet: WalletServiceAsyncStub | None = None
+        self._settlement: SettlementServiceAsyncStub | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -401,6 +405,9 @@ class CoalitionClient:
             "DonationServiceAsyncStub", donations_pb2_grpc.DonationServiceStub(channel)
         )
         self._wallet = cast("WalletServiceAsyncStub", wallet_pb2_grpc.WalletServiceStub(channel))
+        self._settlement = cast(
+            "SettlementServiceAsyncStub", settlement_pb2_grpc.SettlementServiceStub(channel)
+        )
         return self
 
     async def __aexit__(
@@ -456,6 +463,12 @@ class CoalitionClient:
         if self._donations is None:
             raise RuntimeError("open the client first: async with CoalitionClient(...)")
         return self._donations
+
+    @property
+    def settlement(self) -> SettlementServiceAsyncStub:
+        if self._settlement is None:
+            raise RuntimeError("open the client first: async with CoalitionClient(...)")
+        return self._settlement
 
     @property
     def wallet(self) -> WalletServiceAsyncStub:
@@ -723,6 +736,53 @@ class CoalitionClient:
             self.wallet.GetWalletCard, request
         )
         return response.card
+
+    # Settlement (a partner sees its own) -----------------------------------------------------
+
+    async def get_statement(self, period: str, partner: str) -> settlement_pb2.Statement:
+        """A partner's statement for a closed period ("2026-03", "partners/grand-hotel").
+        FailedPreconditionError: PERIOD_NOT_CLOSED; NotFoundError: STATEMENT_NOT_FOUND."""
+        name = f"settlementPeriods/{period}/statements/{partner.removeprefix('partners/')}"
+        request = settlement_pb2.GetStatementRequest(name=name)
+        response: settlement_pb2.GetStatementResponse = await self._call(
+            self.settlement.GetStatement, request
+        )
+        return response.statement
+
+    async def list_statement_lines(
+        self, period: str, partner: str, *, page_size: int = 0, page_token: str = ""
+    ) -> settlement_pb2.ListStatementLinesResponse:
+        """One page of a statement's lines, each traceable to its transaction."""
+        parent = f"settlementPeriods/{period}/statements/{partner.removeprefix('partners/')}"
+        request = settlement_pb2.ListStatementLinesRequest(
+            parent=parent, page_size=page_size, page_token=page_token
+        )
+        response: settlement_pb2.ListStatementLinesResponse = await self._call(
+            self.settlement.ListStatementLines, request
+        )
+        return response
+
+    async def reconcile_file(
+        self,
+        period: str,
+        content: bytes,
+        *,
+        partner: str = "",
+        request_id: str | None = None,
+    ) -> settlement_pb2.ReconciliationResult:
+        """Match a CSV of the partner's own transactions (partner_reference,points) against the
+        ledger for a period; partner: empty means the caller. InvalidArgumentError: INVALID_FILE
+        (its field violations name the lines)."""
+        request = settlement_pb2.ReconcilePartnerFileRequest(
+            request_id=_new_request_id(request_id),
+            partner=partner,
+            period=f"settlementPeriods/{period}",
+            file_content=content,
+        )
+        response: settlement_pb2.ReconcilePartnerFileResponse = await self._call(
+            self.settlement.ReconcilePartnerFile, request
+        )
+        return response.result
 
     # Partners (operator only) ---------------------------------------------------------------
 
