@@ -1,0 +1,218 @@
+"""Settlement: closing a month, time and Python memory, as the month grows.
+
+    python bench/settlement.py [--database-url URL] [--transactions 20000] [--growth 4]
+
+Writes a synthetic month straight into the ledger tables (earns and redemptions over 6
+partners and 2,000 members, postings included), then closes it with the real close, twice over:
+with N transactions and with growth x N, each in a fresh database. For each size it prints:
+
+    baseline   one aggregate query over the month's postings (what the database must read anyway)
+    close      settlement.service.periods.close (lines, prices, statements, netting, totals)
+    peak MiB   the largest Python allocation during the close (tracemalloc)
+
+Targets: the close stays within a small multiple of the baseline, and its peak memory does not
+grow with the month (ratio near 1), since lines are settled and summed inside the database.
+SQLite in a temp dir by default; a PostgreSQL URL has its schema dropped and recreated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.adapters.db import open_database
+from gateway.adapters.migrate import upgrade
+from gateway.adapters.models import (
+    LedgerTransactionRow,
+    MemberRow,
+    PartnerRow,
+    PostingRow,
+    table_of,
+)
+from gateway.clock import FixedClock
+from gateway.domain.pii import PiiVault
+from gateway.service.context import AppContext
+from settlement.domain.periods import Period
+from settlement.domain.pricing import PriceList
+from settlement.service import periods, prices
+
+SECRET = b"bench-settlement-secret-key-0123456789abcdef"
+MONTH = Period(2026, 3)
+PARTNERS = ("hotel-a", "hotel-b", "taxi-a", "air-a", "shop-a", "shop-b")
+MEMBERS = 2_000
+BATCH = 5_000
+
+
+async def _fresh(url: str) -> Any:
+    db = open_database(url)
+    if db.dialect == "postgresql":
+        async with db.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    await upgrade(db)
+    return db
+
+
+async def _seed(ctx: AppContext, count: int) -> None:
+    start = MONTH.start
+    async with ctx.database.begin() as conn:
+        for pid in PARTNERS:
+            await conn.execute(
+                insert(table_of(PartnerRow)).values(
+                    id=pid,
+                    type="HOTEL",
+                    display_name=pid,
+                    base_earn_rate="1",
+                    earn_currency_code="USD",
+                    settlement_currency_code="USD",
+                    create_time=start,
+                    update_time=start,
+                )
+            )
+            draft = PriceList(
+                "",
+                pid,
+                datetime(2026, 1, 1, tzinfo=UTC),
+                "",
+                Decimal("0.0125"),
+                Decimal("0.0091"),
+                fee_per_transaction_minor=1,
+                fee_percent=Decimal("0.5"),
+            )
+            await prices.create_price_list(conn, ctx, draft)
+        await conn.execute(
+            insert(table_of(MemberRow)),
+            [
+                {
+                    "id": f"m{i:05d}",
+                    "loyalty_number": f"{i:012d}",
+                    "display_name": f"M {i}",
+                    "create_time": start,
+                    "update_time": start,
+                }
+                for i in range(MEMBERS)
+            ],
+        )
+    step = (MONTH.end - start) / (count + 1)
+    for first in range(0, count, BATCH):
+        txns, postings = [], []
+        for n in range(first, min(first + BATCH, count)):
+            member, partner = f"m{n % MEMBERS:05d}", PARTNERS[n % len(PARTNERS)]
+            earn = n % 3 != 2
+            points = 100 + n % 900
+            txns.append(
+                {
+                    "seq": n + 1,
+                    "id": f"t{n:031d}",
+                    "member_id": member,
+                    "partner_id": partner,
+                    "type": "EARN" if earn else "REDEEM",
+                    "state": "POSTED",
+                    "points": points if earn else -points // 3,
+                    "partner_reference": f"R{n}",
+                    "available_after": 0,
+                    "pending_after": 0,
+                    "held_after": 0,
+                    "create_time": start + step * (n + 1),
+                    "breakdown": "[]",
+                }
+            )
+            if earn:
+                pair = (
+                    (f"partner:{partner}:issued", -points),
+                    (f"member:{member}:available", points),
+                )
+            else:
+                spent = points // 3
+                pair = (
+                    (f"member:{member}:available", -spent),
+                    (f"partner:{partner}:redeemed", spent),
+                )
+            postings += [
+                {"transaction_seq": n + 1, "account": account, "asset": "PTS", "amount": amount}
+                for account, amount in pair
+            ]
+        async with ctx.database.begin() as conn:
+            await conn.execute(insert(table_of(LedgerTransactionRow)), txns)
+            await conn.execute(insert(table_of(PostingRow)), postings)
+
+
+async def _baseline(ctx: AppContext) -> float:
+    postings, txns = table_of(PostingRow), table_of(LedgerTransactionRow)
+    began = time.perf_counter()
+    async with ctx.database.connect() as conn:
+        await conn.execute(
+            select(postings.c.account, func.sum(postings.c.amount), func.count())
+            .join(txns, txns.c.seq == postings.c.transaction_seq)
+            .where(txns.c.create_time >= MONTH.start, txns.c.create_time < MONTH.end)
+            .group_by(postings.c.account)
+        )
+    return time.perf_counter() - began
+
+
+async def run(url: str, count: int) -> tuple[float, float, float, int]:
+    db = await _fresh(url)
+    clock = FixedClock()
+    clock.set(MONTH.start - timedelta(days=1))
+    ctx = AppContext(database=db, vault=PiiVault(SECRET), clock=clock)
+    try:
+        await _seed(ctx, count)
+        baseline = await _baseline(ctx)
+        clock.set(MONTH.end + timedelta(days=1))
+        tracemalloc.start()
+        began = time.perf_counter()
+        async with db.begin() as conn:
+            closed = await periods.close(conn, ctx, MONTH)
+        elapsed = time.perf_counter() - began
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        assert closed.statement_count == len(PARTNERS)
+        async with db.connect() as conn:
+            lines = sum(s.line_count for s in await periods.all_statements(conn, MONTH))
+        return baseline, elapsed, peak, lines
+    finally:
+        await db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--transactions", type=int, default=20_000)
+    parser.add_argument("--growth", type=int, default=4)
+    args = parser.parse_args()
+    sizes = (args.transactions, args.transactions * args.growth)
+    results = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = args.database_url or f"sqlite:///{tmp}/bench.db"
+            results.append(asyncio.run(run(url, size)))
+    print(
+        f"{'transactions':>12} {'lines':>8} {'baseline s':>11} {'close s':>9} "
+        f"{'close/baseline':>15} {'peak MiB':>9}"
+    )
+    for size, (baseline, elapsed, peak, lines) in zip(sizes, results, strict=True):
+        print(
+            f"{size:>12,} {lines:>8,} {baseline:>11.3f} {elapsed:>9.3f} "
+            f"{elapsed / baseline:>15.1f} {peak:>9.2f}"
+        )
+    (_, t1, m1, _), (_, t2, m2, _) = results
+    print(
+        f"growth x{args.growth}: close time x{t2 / t1:.2f}, peak memory x{m2 / m1:.2f} "
+        "(target: memory ratio near 1)"
+    )
+
+
+if __name__ == "__main__":
+    main()
