@@ -849,7 +849,14 @@ class SettlementLineRow(Base):
     occur_time: Mapped[datetime | None]
 
     __table_args__ = (
-        Index("ix_settlement_lines_period_partner_id", "period", "partner_id", "id"),
+        # Statement lines are listed in create_time order (keyset: create_time, id).
+        Index(
+            "ix_settlement_lines_period_partner_time",
+            "period",
+            "partner_id",
+            "create_time",
+            "id",
+        ),
         Index(
             "ix_settlement_lines_transaction",
             "transaction_seq",

@@ -92,7 +92,10 @@ def parse_price(raw: str, field_path: str, maximum: Decimal = PRICE_MAX) -> Deci
 
 
 def parse_fx_rate(raw: str, field_path: str = "rate") -> Decimal:
-    value = parse_price(raw, field_path, FX_RATE_MAX) if raw else Decimal(0)
+    try:
+        value = parse_price(raw, field_path, FX_RATE_MAX) if raw else Decimal(0)
+    except InvalidArgument:
+        value = Decimal(0)
     if value == 0:
         raise InvalidArgument.on_field(
             field_path, "INVALID_RATE", "a positive decimal: units of the currency per base unit"

@@ -106,10 +106,14 @@ def parse_file(content: bytes) -> dict[str, FileEntry]:
     entries: dict[str, FileEntry] = {}
     violations: list[FieldViolation] = []
     try:
-        for number, row in enumerate(reader, start=2):
+        consumed = reader.line_num  # physical lines read so far (a quoted cell may span lines)
+        rows = 0
+        for row in reader:
+            number, consumed = consumed + 1, reader.line_num
             if not any(cell.strip() for cell in row):
                 continue  # blank lines (a trailing newline, spreadsheet exports)
-            if number > FILE_ROWS_MAX + 1:
+            rows += 1
+            if rows > FILE_ROWS_MAX:
                 raise InvalidArgument.on_field(
                     "file_content", "INVALID_FILE", f"at most {FILE_ROWS_MAX:,} rows per file"
                 )

@@ -34,6 +34,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -675,8 +676,12 @@ async def list_lines(
     if size < 0:
         raise InvalidArgument.on_field("page_size", "INVALID_PAGE_SIZE", "must not be negative")
     limit = min(size or LINES_PAGE_SIZE_DEFAULT, LINES_PAGE_SIZE_MAX)
-    position = paging.decode_token(token, ("l",))
-    after = int(position["l"]) if position is not None else 0
+    position = paging.decode_token(token, ("t", "l"))
+    after = None
+    if position is not None:
+        if not isinstance(position["l"], int):
+            raise paging.invalid_token()
+        after = (paging.time_of(position, "t"), position["l"])
     page = [
         line
         async for line in stream_lines(
@@ -685,7 +690,9 @@ async def list_lines(
     ]
     more = len(page) > limit
     page = page[:limit]
-    return page, paging.encode_token({"l": page[-1].id}) if more else ""
+    if not more:
+        return page, ""
+    return page, paging.encode_token({"t": page[-1].create_time.isoformat(), "l": page[-1].id})
 
 
 LINE_BATCH = 2_000
@@ -697,10 +704,11 @@ async def stream_lines(
     period: Period,
     partner_id: str,
     currency: str,
-    after: int = 0,
+    after: tuple[datetime, int] | None = None,
     limit: int | None = None,
 ) -> Any:
-    """A statement's lines in order (keyset batches, never the whole statement in memory)."""
+    """A statement's lines in create_time order, after the (create_time, id) `after`: keyset
+    batches, never the whole statement in memory."""
     prices: dict[str, pricing.PriceList] = {}
     left = limit
     while left is None or left > 0:
@@ -711,9 +719,13 @@ async def stream_lines(
                 .where(
                     LINES.c.period == period.id,
                     LINES.c.partner_id == partner_id,
-                    LINES.c.id > after,
+                    *(
+                        ()
+                        if after is None
+                        else (tuple_(LINES.c.create_time, LINES.c.id) > tuple_(*after),)
+                    ),
                 )
-                .order_by(LINES.c.id)
+                .order_by(LINES.c.create_time, LINES.c.id)
                 .limit(batch)
             )
         ).all()
@@ -726,7 +738,7 @@ async def stream_lines(
             yield _line(r, prices, currency)
         if len(rows) < batch:
             return
-        after = rows[-1].id
+        after = (rows[-1].create_time, rows[-1].id)
         if left is not None:
             left -= len(rows)
 
@@ -748,6 +760,10 @@ async def create_adjustment(
     reason = reason.strip()
     if not reason:
         raise InvalidArgument.on_field("reason", "MISSING_REASON", "say why, for the audit trail")
+    if not all(c.isprintable() or c in "\n\t" for c in reason):
+        raise InvalidArgument.on_field(
+            "reason", "INVALID_CHARACTERS", "text without control characters (newlines are fine)"
+        )
     if len(reason) > ADJUSTMENT_REASON_CHARS_MAX:
         raise InvalidArgument.on_field(
             "reason", "FIELD_TOO_LONG", f"at most {ADJUSTMENT_REASON_CHARS_MAX:,} characters"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters.models import LedgerTransactionRow, ReconciliationRow, table_of
@@ -29,11 +29,25 @@ RECONCILED_TYPES = ("EARN", "REDEEM", "CAPTURE", "REWARD", "REVERSAL")
 expiries, donations and conversions are not the partner's sales."""
 
 
+ORIGINAL = TXNS.alias("original")
+"""What a reversal reverses: a refund is the partner's record of the same sale, so it is
+matched under the sale's reference and belongs to whoever made the sale (the agency that
+booked it, for an agency's earn), whatever reason the refund was given."""
+
+
+def _reference() -> ColumnElement[str]:
+    return case(
+        (ORIGINAL.c.id.is_not(None), ORIGINAL.c.partner_reference),
+        else_=TXNS.c.partner_reference,
+    )
+
+
 def _made_by(partner_id: str) -> ColumnElement[bool]:
     """The partner's own transactions: made at it, or submitted by it as a travel agency."""
+    channel = func.coalesce(TXNS.c.channel_partner_id, ORIGINAL.c.channel_partner_id)
     return or_(
-        and_(TXNS.c.partner_id == partner_id, TXNS.c.channel_partner_id.is_(None)),
-        TXNS.c.channel_partner_id == partner_id,
+        and_(TXNS.c.partner_id == partner_id, channel.is_(None)),
+        channel == partner_id,
     )
 
 
@@ -41,46 +55,52 @@ async def ledger_side(
     conn: AsyncConnection, partner_id: str, period: Period
 ) -> AsyncIterator[dr.LedgerEntry]:
     """Per-reference sums of the partner's transactions recorded in the period, by reference."""
-    reference: Any = TXNS.c.partner_reference
+    reference: Any = _reference()
+    ordered: Any = reference
     if conn.dialect.name == "postgresql":
-        reference = reference.collate("C")  # byte order, as Python compares them
+        ordered = reference.collate("C")  # byte order, as Python compares them
+    source = TXNS.outerjoin(
+        ORIGINAL, and_(TXNS.c.type == "REVERSAL", ORIGINAL.c.id == TXNS.c.related_id)
+    )
     where: list[ColumnElement[bool]] = [
         _made_by(partner_id),
         TXNS.c.type.in_(RECONCILED_TYPES),
+        # Conversions are not the partner's sales, and neither is undoing one.
+        or_(ORIGINAL.c.type.is_(None), ORIGINAL.c.type != "CONVERSION"),
         TXNS.c.create_time >= period.start,
         TXNS.c.create_time < period.end,
     ]
     after: str | None = None
     while True:
         query = (
-            select(TXNS.c.partner_reference, func.sum(TXNS.c.points).label("points"))
+            select(reference.label("reference"), func.sum(TXNS.c.points).label("points"))
+            .select_from(source)
             .where(*where)
-            .group_by(TXNS.c.partner_reference)
-            .order_by(reference)
+            .group_by(reference)
+            .order_by(ordered)
             .limit(REFERENCE_BATCH)
         )
         if after is not None:
-            query = query.having(reference > after)
+            query = query.having(ordered > after)
         sums = (await conn.execute(query)).all()
         if not sums:
             return
         names: dict[str, list[str]] = defaultdict(list)
         rows = await conn.execute(
-            select(TXNS.c.partner_reference, TXNS.c.member_id, TXNS.c.id)
-            .where(*where, TXNS.c.partner_reference.in_([r.partner_reference for r in sums]))
+            select(reference.label("reference"), TXNS.c.member_id, TXNS.c.id)
+            .select_from(source)
+            .where(*where, reference.in_([r.reference for r in sums]))
             .order_by(TXNS.c.seq)
         )
         for t in rows:
-            kept = names[t.partner_reference]
+            kept = names[t.reference]
             if len(kept) < dr.TRANSACTIONS_PER_DISCREPANCY_MAX:
                 kept.append(f"members/{t.member_id}/transactions/{t.id}")
         for r in sums:
-            yield dr.LedgerEntry(
-                r.partner_reference, int(r.points), tuple(names[r.partner_reference])
-            )
+            yield dr.LedgerEntry(r.reference, int(r.points), tuple(names[r.reference]))
         if len(sums) < REFERENCE_BATCH:
             return
-        after = sums[-1].partner_reference
+        after = sums[-1].reference
 
 
 async def reconcile(

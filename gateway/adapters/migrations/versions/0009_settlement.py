@@ -58,7 +58,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("settlement_lines", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_settlement_lines_period_partner_id", ["period", "partner_id", "id"], unique=False
+            "ix_settlement_lines_period_partner_time",
+            ["period", "partner_id", "create_time", "id"],
+            unique=False,
         )
         batch_op.create_index(
             "ix_settlement_lines_transaction",
@@ -199,7 +201,7 @@ def downgrade() -> None:
     op.drop_table("settlement_periods")
     with op.batch_alter_table("settlement_lines", schema=None) as batch_op:
         batch_op.drop_index("ix_settlement_lines_transaction")
-        batch_op.drop_index("ix_settlement_lines_period_partner_id")
+        batch_op.drop_index("ix_settlement_lines_period_partner_time")
 
     op.drop_table("settlement_lines")
     op.drop_table("settlement_fx_rates")
