@@ -843,6 +843,9 @@ class SettlementLineRow(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Adjustments only: their money, minor units of the statement's currency."""
     price_list_id: Mapped[str | None] = mapped_column(String(32))
+    price_time: Mapped[datetime]
+    """Which price list version applies: when the transaction was recorded, or for a reversal
+    when the transaction it reverses was (money goes back at the price it came at)."""
     partner_reference: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     create_time: Mapped[datetime]

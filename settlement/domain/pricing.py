@@ -11,6 +11,9 @@ or expired. Its money, signed from the partner's side (+ the partner receives):
     DONATED           -points x charity value
     EXPIRED            0                             (breakage: a memo at the issue price)
 
+A line is priced by the version valid when its transaction was recorded; a reversal by the
+version of the transaction it reverses (settlement.service.periods sets price_time).
+
 Fees, which the partner pays: a fixed fee per transaction it makes itself (an earn, a
 redemption, a capture, a reward; not reversals, expiries or other partners' transactions) and
 a percentage of the value of the points it issues and redeems (net of reversals).

@@ -192,6 +192,8 @@ async def _settle_transactions(
         else literal("")
     )
     settled = exists().where(LINES.c.transaction_seq == TXNS.c.seq)
+    original = TXNS.alias("original")
+    price_time = func.max(func.coalesce(original.c.create_time, TXNS.c.create_time))
     window = [TXNS.c.create_time < period.end, ~settled]
     if previous is not None:
         window.append(TXNS.c.create_time >= previous.start)
@@ -213,8 +215,14 @@ async def _settle_transactions(
             reason,
             TXNS.c.create_time,
             TXNS.c.occur_time,
+            price_time,
         )
-        .select_from(POSTINGS.join(TXNS, TXNS.c.seq == POSTINGS.c.transaction_seq))
+        .select_from(
+            POSTINGS.join(TXNS, TXNS.c.seq == POSTINGS.c.transaction_seq).outerjoin(
+                original,
+                and_(TXNS.c.type == dl.TxnType.REVERSAL.value, original.c.id == TXNS.c.related_id),
+            )
+        )
         .where(*window, or_(*(account.like(p) for p, _ in _COMPONENT_OF_ACCOUNT)))
         .group_by(TXNS.c.seq, owner, component)
     )
@@ -235,6 +243,7 @@ async def _settle_transactions(
         "reason",
         "create_time",
         "occur_time",
+        "price_time",
     ]
     await conn.execute(insert(LINES).from_select(columns, lines))
 
@@ -257,6 +266,7 @@ async def _settle_adjustments(conn: AsyncConnection, period: Period) -> None:
         a.reference,
         a.reason,
         a.create_time,
+        a.create_time,
     ).where(a.period <= period.id, ~settled)
     columns = [
         "period",
@@ -273,17 +283,18 @@ async def _settle_adjustments(conn: AsyncConnection, period: Period) -> None:
         "partner_reference",
         "reason",
         "create_time",
+        "price_time",
     ]
     await conn.execute(insert(LINES).from_select(columns, adjustments))
 
 
 async def _price_lines(conn: AsyncConnection, period: Period) -> None:
-    """Each line gets the partner's price list version valid when it was recorded."""
+    """Each line gets the partner's price list version valid at its price_time."""
     version = (
         select(PRICES.c.id)
         .where(
             PRICES.c.partner_id == LINES.c.partner_id,
-            PRICES.c.valid_from <= LINES.c.create_time,
+            PRICES.c.valid_from <= LINES.c.price_time,
         )
         .order_by(PRICES.c.valid_from.desc())
         .limit(1)

@@ -33,9 +33,14 @@ async def test_close_a_small_month(ctx: AppContext) -> None:
                 conn,
                 ctx,
                 PriceList(
-                    "", p.id, datetime(2026, 1, 1, tzinfo=UTC), "",
-                    issue_price=Decimal(issue), redemption_rate=Decimal(redeem),
-                    fee_per_transaction_minor=2, fee_percent=Decimal("1.5"),
+                    "",
+                    p.id,
+                    datetime(2026, 1, 1, tzinfo=UTC),
+                    "",
+                    issue_price=Decimal(issue),
+                    redemption_rate=Decimal(redeem),
+                    fee_per_transaction_minor=2,
+                    fee_percent=Decimal("1.5"),
                 ),
             )
         member = await members_service.enroll(conn, ctx, ContactDetails("Ada"))
@@ -61,3 +66,47 @@ async def test_close_a_small_month(ctx: AppContext) -> None:
     async with ctx.database.begin() as conn:
         again = await periods.close(conn, ctx, Period(2026, 3))
     assert again.close_time == closed.close_time
+
+
+async def test_a_reversal_goes_back_at_the_price_it_came_at(ctx: AppContext) -> None:
+    """An earn at one price, clawed back after a new price starts: nothing issued, nothing
+    paid for it but the earn's fixed fee (the helper's reproduction, from review)."""
+    clock = ctx.clock
+    assert isinstance(clock, FixedClock)
+    clock.set(datetime(2026, 3, 1, tzinfo=UTC))
+    async with ctx.database.begin() as conn:
+        hotel = await partner_service.create(
+            conn, ctx, "grand-hotel", PartnerType.HOTEL, PartnerSettings("Grand Hotel", Decimal(1))
+        )
+        for valid_from, price in (
+            (datetime(2026, 1, 1, tzinfo=UTC), "0.012345678901"),
+            (datetime(2026, 3, 15, tzinfo=UTC), "0.0131"),
+        ):
+            await prices.create_price_list(
+                conn,
+                ctx,
+                PriceList(
+                    "",
+                    hotel.id,
+                    valid_from,
+                    "",
+                    issue_price=Decimal(price),
+                    fee_per_transaction_minor=2,
+                    fee_percent=Decimal(1),
+                ),
+            )
+        member = await members_service.enroll(conn, ctx, ContactDetails("Ada"))
+    clock.set(datetime(2026, 3, 10, tzinfo=UTC))
+    async with ctx.database.begin() as conn:
+        earn, _ = await earning.earn(conn, ctx, hotel, member.id, earning.Action("STAY", 1_000))
+    clock.set(datetime(2026, 3, 16, tzinfo=UTC))
+    async with ctx.database.begin() as conn:
+        await ledger.reverse(conn, ctx, hotel.id, earn.name, 0)
+    clock.set(datetime(2026, 4, 2, tzinfo=UTC))
+    async with ctx.database.begin() as conn:
+        await periods.close(conn, ctx, Period(2026, 3))
+    async with ctx.database.connect() as conn:
+        s = await periods.get_statement(conn, Period(2026, 3), "grand-hotel")
+        lines, _ = await periods.list_lines(conn, Period(2026, 3), "grand-hotel", 0, "")
+    assert (s.points_issued, s.issue_minor, s.fee_minor, s.net_minor) == (0, 0, 2, -2)
+    assert lines[0].price_list == lines[1].price_list, "both at the earn's price"

@@ -45,7 +45,8 @@ class SettlementServiceStub:
     adjustments (CreateAdjustment) in an open period.
 
     Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
-    is priced by the version valid when its transaction was recorded. Statements are in the
+    is priced by the version valid when its transaction was recorded (a reversal: when the
+    transaction it reverses was). Statements are in the
     partner's settlement currency; the netting is in the coalition's base currency, converted at
     the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
@@ -167,7 +168,8 @@ class SettlementServiceAsyncStub(SettlementServiceStub):
     adjustments (CreateAdjustment) in an open period.
 
     Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
-    is priced by the version valid when its transaction was recorded. Statements are in the
+    is priced by the version valid when its transaction was recorded (a reversal: when the
+    transaction it reverses was). Statements are in the
     partner's settlement currency; the netting is in the coalition's base currency, converted at
     the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 
@@ -285,7 +287,8 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
     adjustments (CreateAdjustment) in an open period.
 
     Prices come from each partner's price list (CreatePriceList), versioned by valid_from; a line
-    is priced by the version valid when its transaction was recorded. Statements are in the
+    is priced by the version valid when its transaction was recorded (a reversal: when the
+    transaction it reverses was). Statements are in the
     partner's settlement currency; the netting is in the coalition's base currency, converted at
     the period's FX rates (SetFxRate). docs/settlement.md has the rules and a worked example.
 

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("units", sa.BigInteger(), nullable=False),
         sa.Column("amount_minor", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("price_list_id", sa.String(length=32), nullable=True),
+        sa.Column("price_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("partner_reference", sa.String(length=128), nullable=False),
         sa.Column("reason", sa.Text(), server_default="", nullable=False),
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
