@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,8 @@ DISCREPANCIES_KEPT_MAX = 10_000
 """Discrepancies a response (and the stored result) carries; the CSV has them all."""
 TRANSACTIONS_PER_DISCREPANCY_MAX = 100
 REQUIRED_COLUMNS = ("partner_reference", "points")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+"""ASCII digits only: int() would also take "1_000" and other scripts' digits."""
 
 
 class Kind(enum.StrEnum):
@@ -120,6 +123,7 @@ def parse_file(content: bytes) -> dict[str, FileEntry]:
             if len(row) <= max(ref_at, points_at):
                 _bad(violations, number, f"{len(row)} columns, the header has {len(columns)}")
                 continue
+            # Surrounding spaces are trimmed here and on the ledger side alike.
             reference, raw_points = row[ref_at].strip(), row[points_at].strip()
             if not reference or len(reference) > dl.PARTNER_REFERENCE_CHARS_MAX:
                 _bad(violations, number, "partner_reference: 1 to 128 characters")
@@ -127,11 +131,10 @@ def parse_file(content: bytes) -> dict[str, FileEntry]:
             if not reference.isprintable():
                 _bad(violations, number, "partner_reference: printable characters only")
                 continue
-            try:
-                points = int(raw_points)
-            except ValueError:
+            if not _INTEGER.fullmatch(raw_points):
                 _bad(violations, number, f"points: {raw_points[:40]!r} is not a whole number")
                 continue
+            points = int(raw_points)
             if abs(points) > dl.POINTS_PER_TRANSACTION_MAX:
                 _bad(violations, number, "points: too large")
                 continue

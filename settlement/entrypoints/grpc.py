@@ -157,6 +157,9 @@ def price_list_from_proto(partner_id: str, message: pb.PriceList) -> pricing.Pri
         )
     currency = message.currency_code
     fee = message.fee_per_transaction
+    for code, path in ((currency, "currency_code"), (fee.currency_code, "fee_per_transaction")):
+        if code:
+            currency_exponent(code, f"price_list.{path}")
     if fee.amount_minor and fee.currency_code and currency and fee.currency_code != currency:
         raise errors.InvalidArgument.on_field(
             "price_list.fee_per_transaction.currency_code",

@@ -90,6 +90,14 @@ ERROR_PARTNERS_LISTED_MAX = 10
 Progress = Callable[[str], None]
 
 
+class CloseBlocked(FailedPrecondition):
+    """What keeps a period from closing (a missing price list or FX rate, too early, out of
+    order). Not a business outcome to replay: retrying the same request after fixing the cause
+    closes the period."""
+
+    stored = False
+
+
 @dataclass(frozen=True)
 class Line:
     id: int
@@ -320,7 +328,7 @@ async def _price_lines(conn: AsyncConnection, period: Period) -> None:
     ).scalars()
     names = [f"partners/{p}" for p in missing]
     if names:
-        raise FailedPrecondition(
+        raise CloseBlocked(
             "PRICE_LIST_MISSING",
             f"no price list covers some of {period.name}'s transactions of "
             f"{', '.join(names)}: add a version valid from their date (CreatePriceList)",
@@ -396,7 +404,7 @@ async def close(
     if existing.closed:
         return existing
     if period.end > now:
-        raise FailedPrecondition(
+        raise CloseBlocked(
             "PERIOD_NOT_ENDED",
             f"{period.name} ends at {period.end.isoformat()}: close it after that",
             {"period": period.name, "end_time": period.end.isoformat()},
@@ -409,7 +417,7 @@ async def close(
                 f"{period.name} was settled by the close of {previous.name}",
                 {"period": period.name},
             )
-        raise FailedPrecondition(
+        raise CloseBlocked(
             "PREVIOUS_PERIOD_OPEN",
             f"periods close in order: close {previous.next().name} first",
             {"period": previous.next().name},
@@ -480,7 +488,7 @@ async def _statements(
     rates[ctx.base_currency] = Decimal(1)
     missing = sorted({c for c in currencies.values() if c not in rates})
     if missing:
-        raise FailedPrecondition(
+        raise CloseBlocked(
             "FX_RATE_MISSING",
             f"set the {period.name} rate of {', '.join(missing)} against {ctx.base_currency} "
             "first (SetFxRate)",
@@ -538,7 +546,7 @@ async def _statements(
 
 def _same_currency(found: str, currency: str, partner_id: str) -> None:
     if found != currency:
-        raise FailedPrecondition(
+        raise CloseBlocked(
             "CURRENCY_MISMATCH",
             f"partners/{partner_id} settles in {currency}, but a price list or an adjustment "
             f"of the period is in {found}: add a {currency} price list version",
@@ -626,7 +634,9 @@ async def list_statements(
     if partner_id is not None:
         query = query.where(STATEMENTS.c.partner_id == partner_id)
     if position is not None:
-        query = query.where(STATEMENTS.c.partner_id > str(position["p"]))
+        if not isinstance(position["p"], str):
+            raise paging.invalid_token()
+        query = query.where(STATEMENTS.c.partner_id > position["p"])
     rows = (await conn.execute(query.order_by(STATEMENTS.c.partner_id).limit(limit + 1))).all()
     page = [_statement(r) for r in rows[:limit]]
     return page, paging.encode_token({"p": page[-1].partner_id}) if len(rows) > limit else ""
@@ -771,7 +781,7 @@ async def create_adjustment(
     reason = reason.strip()
     if not reason:
         raise InvalidArgument.on_field("reason", "MISSING_REASON", "say why, for the audit trail")
-    if not all(c.isprintable() or c in "\n\t" for c in reason):
+    if not all(c.isprintable() or c in "\r\n\t" for c in reason):
         raise InvalidArgument.on_field(
             "reason", "INVALID_CHARACTERS", "text without control characters (newlines are fine)"
         )

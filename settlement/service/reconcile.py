@@ -36,9 +36,13 @@ booked it, for an agency's earn), whatever reason the refund was given."""
 
 
 def _reference() -> ColumnElement[str]:
-    return case(
-        (ORIGINAL.c.id.is_not(None), ORIGINAL.c.partner_reference),
-        else_=TXNS.c.partner_reference,
+    """The reference a transaction is matched under, without surrounding spaces (a file's cells
+    are trimmed too: spreadsheets pad them)."""
+    return func.trim(
+        case(
+            (ORIGINAL.c.id.is_not(None), ORIGINAL.c.partner_reference),
+            else_=TXNS.c.partner_reference,
+        )
     )
 
 

@@ -502,7 +502,7 @@ class MarginBreakdown(_message.Message):
 
     @_builtins.property
     def adjustments(self) -> _common_pb2.Money:
-        """Net effect of adjustments and late transactions on the margin."""
+        """Net effect of manual adjustments on the margin (late transactions are in the parts above)."""
 
     @_builtins.property
     def fx_rounding(self) -> _common_pb2.Money:

@@ -159,8 +159,13 @@ class SettlementServiceServicer:
         in that period can no longer change its figures.
         Who: the operator / finance.
         Errors: INVALID_ARGUMENT (INVALID_PERIOD), FAILED_PRECONDITION (PERIOD_NOT_ENDED when the
-        period's end_time is still in the future), PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED),
-        ALREADY_EXISTS (REQUEST_ID_REUSED).
+        period's end_time is still in the future, PREVIOUS_PERIOD_OPEN when an earlier month must
+        close first, PERIOD_CLOSED for a month the close of a later one settled, PRICE_LIST_MISSING
+        naming the partners without a price for some of their transactions, FX_RATE_MISSING naming
+        the currencies, CURRENCY_MISMATCH when a price list is not in its partner's currency),
+        PERMISSION_DENIED (PARTNER_NOT_AUTHORIZED), ALREADY_EXISTS (REQUEST_ID_REUSED). A close that
+        failed on a precondition writes nothing and is not replayed: once the cause is fixed, the
+        same request closes the period.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
