@@ -115,55 +115,28 @@ class PeriodReport:
 
 
 def statements_csv(statements: Sequence[dn.Statement], base: str, base_exponent: int) -> str:
-    """RFC 4180 CSV: a row per statement, then a TOTAL row per currency (and base)."""
+    """RFC 4180 CSV: a row per statement, then a TOTAL row per currency."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(STATEMENT_CSV_HEADER)
-    totals: dict[str, list[int]] = defaultdict(lambda: [0] * 18)
-    exponents: dict[str, int] = {}
+    by_currency: dict[str, list[dn.Statement]] = defaultdict(list)
     for s in statements:
-        figures = _statement_figures(s)
-        exponents[s.currency] = s.exponent
-        running = totals[s.currency]
-        for i, value in enumerate(figures):
-            running[i] += value
-        writer.writerow(
-            _statement_row(
-                s.period,
-                cell_text(s.partner_id),
-                s.currency,
-                s.exponent,
-                figures,
-                plain(s.fx_rate),
-                s.net_base_minor,
-                base,
-                base_exponent,
-                s.line_count,
-            )
-        )
-    for currency in sorted(totals):
-        figures = totals[currency]
-        base_total = sum(s.net_base_minor for s in statements if s.currency == currency)
-        lines = sum(s.line_count for s in statements if s.currency == currency)
-        period = statements[0].period
-        writer.writerow(
-            _statement_row(
-                period,
-                CSV_TOTAL,
-                currency,
-                exponents[currency],
-                figures,
-                "",
-                base_total,
-                base,
-                base_exponent,
-                lines,
-            )
-        )
+        by_currency[s.currency].append(s)
+        row = _statement_row(s.partner_id, s, _figures(s), plain(s.fx_rate), base, base_exponent)
+        writer.writerow(row)
+    for currency in sorted(by_currency):
+        group = by_currency[currency]
+        totals = [sum(column) for column in zip(*map(_figures, group), strict=True)]
+        writer.writerow(_statement_row(CSV_TOTAL, group[0], totals, "", base, base_exponent))
     return out.getvalue()
 
 
-def _statement_figures(s: dn.Statement) -> list[int]:
+_POINT_FIGURES = 7
+"""_figures: 7 points figures, then 10 amounts in the statement's currency, then the net in
+the base currency and the line count."""
+
+
+def _figures(s: dn.Statement) -> list[int]:
     return [
         s.points_issued,
         s.points_matched,
@@ -182,29 +155,23 @@ def _statement_figures(s: dn.Statement) -> list[int]:
         s.owed_minor,
         s.due_minor,
         s.net_minor,
+        s.net_base_minor,
         s.line_count,
     ]
 
 
 def _statement_row(
-    period: str,
-    partner: str,
-    currency: str,
-    exponent: int,
-    figures: list[int],
-    fx: str,
-    net_base: int,
-    base: str,
-    base_exponent: int,
-    lines: int,
+    partner: str, s: dn.Statement, figures: list[int], fx: str, base: str, base_exponent: int
 ) -> list[str]:
-    points, money_ = figures[:7], figures[7:17]
+    """A CSV row of `figures` for the statement's period and currency (s: any statement of
+    them, for a TOTAL row)."""
+    *amounts, net_base, lines = figures[_POINT_FIGURES:]
     return [
-        period,
-        partner,
-        currency,
-        *map(str, points),
-        *(decimal_text(m, exponent) for m in money_),
+        s.period,
+        cell_text(partner),
+        s.currency,
+        *map(str, figures[:_POINT_FIGURES]),
+        *(decimal_text(m, s.exponent) for m in amounts),
         fx,
         decimal_text(net_base, base_exponent),
         base,
@@ -249,10 +216,6 @@ def write_lines_csv(out: TextIO, lines: Iterable[Line], header: bool = True) -> 
 # -- the readable report ---------------------------------------------------------------------
 
 
-def _money(amount: int, currency: str, exponent: int) -> str:
-    return money(amount, currency, exponent)
-
-
 def _position_rows(r: PeriodReport) -> list[tuple[str, ...]]:
     n = r.netting
     rows: list[tuple[str, ...]] = []
@@ -261,11 +224,11 @@ def _position_rows(r: PeriodReport) -> list[tuple[str, ...]]:
             (
                 r.names.get(s.partner_id, s.partner_id),
                 s.currency,
-                _money(s.owed_minor, s.currency, s.exponent),
-                _money(s.due_minor, s.currency, s.exponent),
-                _money(s.net_minor, s.currency, s.exponent),
+                money(s.owed_minor, s.currency, s.exponent),
+                money(s.due_minor, s.currency, s.exponent),
+                money(s.net_minor, s.currency, s.exponent),
                 plain(s.fx_rate),
-                _money(s.net_base_minor, n.base_currency, n.base_exponent),
+                money(s.net_base_minor, n.base_currency, n.base_exponent),
                 "receives" if s.net_base_minor > 0 else "pays" if s.net_base_minor < 0 else "-",
             )
         )
@@ -276,7 +239,7 @@ def _margin_rows(r: PeriodReport) -> list[tuple[str, str]]:
     n, m = r.netting, r.netting.margin
 
     def shown(amount: int) -> str:
-        return _money(amount, n.base_currency, n.base_exponent)
+        return money(amount, n.base_currency, n.base_exponent)
 
     return [
         ("Issue revenue", shown(m.issue_revenue)),
@@ -306,7 +269,7 @@ def liability_rows(r: PeriodReport) -> list[tuple[str, str]]:
         ),
         (
             "Expected redemption cost",
-            _money(a.expected_cost_base_minor, a.base_currency, a.base_exponent),
+            money(a.expected_cost_base_minor, a.base_currency, a.base_exponent),
         ),
     ]
 
@@ -320,7 +283,7 @@ def return_rows(r: PeriodReport) -> list[tuple[str, ...]]:
             f"{p.points_redeemed:,}",
             f"{p.members:,}",
             f"{p.shared_members:,} ({plain(p.shared_percent)}%)",
-            _money(p.net_base_minor, n.base_currency, n.base_exponent),
+            money(p.net_base_minor, n.base_currency, n.base_exponent),
         )
         for p in r.returns
     ]
@@ -392,7 +355,7 @@ def report_html(r: PeriodReport) -> str:
         base=n.base_currency,
         position_headings=POSITION_HEADINGS,
         positions=_position_rows(r),
-        net_total=_money(
+        net_total=money(
             sum(s.net_base_minor for s in n.positions), n.base_currency, n.base_exponent
         ),
         margin=_margin_rows(r),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -206,8 +206,6 @@ class Figures:
     breakage_minor: int = 0
     manual_owed_minor: int = 0
     manual_due_minor: int = 0
-    per_bucket: list[tuple[Bucket, int, int]] = field(default_factory=list)
-    """(bucket, rounded value, rounded fee) for tracing."""
 
     @property
     def owed_minor(self) -> int:
@@ -243,7 +241,6 @@ def figures(
         fee_minor += b.fee_lines * p.fee_per_transaction_minor
         out.fee_minor += fee_minor
         out.breakage_minor += round_minor(breakage_exact(b.component, b.points, p, exponent))
-        out.per_bucket.append((b, value_minor, fee_minor))
         if b.late:
             out.late_minor += value_minor - fee_minor
         match b.component:

@@ -13,7 +13,7 @@ from gateway.domain import errors
 from gateway.domain.partners import parse_partner_name
 from gateway.entrypoints.errors import rpc
 from gateway.entrypoints.grpc.base import Servicer
-from gateway.entrypoints.grpc.convert import time_from_proto, timestamp
+from gateway.entrypoints.grpc.convert import money, time_from_proto, timestamp
 from gateway.service.earning import currency_exponent
 from settlement.domain import netting as dn
 from settlement.domain import pricing
@@ -31,10 +31,6 @@ _COMPONENT = {
     c.value: pb.StatementLine.Component.Value(f"COMPONENT_{c.value}") for c in pricing.Component
 }
 _DISCREPANCY = {k: pb.Discrepancy.Kind.Value(f"KIND_{k.value}") for k in dr.Kind}
-
-
-def _money(amount_minor: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount_minor, currency_code=currency)
 
 
 def period_to_proto(closed: state.ClosedPeriod) -> pb.SettlementPeriod:
@@ -61,19 +57,19 @@ def statement_to_proto(s: dn.Statement, base_currency: str) -> pb.Statement:
         points_donated=s.points_donated,
         points_matched=s.points_matched,
         points_expired=s.points_expired,
-        amount_owed=_money(s.owed_minor, c),
-        amount_due=_money(s.due_minor, c),
-        net_amount=_money(s.net_minor, c),
+        amount_owed=money(s.owed_minor, c),
+        amount_due=money(s.due_minor, c),
+        net_amount=money(s.net_minor, c),
         line_count=s.line_count,
-        adjustment_amount=_money(s.adjustment_minor, c),
+        adjustment_amount=money(s.adjustment_minor, c),
         create_time=timestamp(s.create_time),
-        issue_amount=_money(s.issue_minor, c),
-        redemption_amount=_money(s.redemption_minor, c),
-        conversion_amount=_money(s.conversion_minor, c),
-        donation_amount=_money(s.donation_minor, c),
-        fee_amount=_money(s.fee_minor, c),
-        late_amount=_money(s.late_minor, c),
-        net_amount_base=_money(s.net_base_minor, base_currency),
+        issue_amount=money(s.issue_minor, c),
+        redemption_amount=money(s.redemption_minor, c),
+        conversion_amount=money(s.conversion_minor, c),
+        donation_amount=money(s.donation_minor, c),
+        fee_amount=money(s.fee_minor, c),
+        late_amount=money(s.late_minor, c),
+        net_amount_base=money(s.net_base_minor, base_currency),
         fx_rate=pricing.plain(s.fx_rate),
     )
 
@@ -84,7 +80,7 @@ def line_to_proto(line: periods.Line) -> pb.StatementLine:
         transaction=line.transaction_name,
         type=_TXN_TYPE["ADJUSTMENT" if adjustment else line.txn_type],
         points=line.points,
-        amount=_money(line.amount_minor, line.currency),
+        amount=money(line.amount_minor, line.currency),
         partner_reference=line.partner_reference,
         create_time=timestamp(line.create_time),
         adjustment=line.adjustment_name,
@@ -108,28 +104,28 @@ def netting_to_proto(n: dn.Netting) -> pb.NettingReport:
         positions=[
             pb.NetPosition(
                 partner=f"partners/{s.partner_id}",
-                amount_owed=_money(s.owed_minor, s.currency),
-                amount_due=_money(s.due_minor, s.currency),
-                net_amount=_money(s.net_minor, s.currency),
+                amount_owed=money(s.owed_minor, s.currency),
+                amount_due=money(s.due_minor, s.currency),
+                net_amount=money(s.net_minor, s.currency),
                 statement=s.name,
-                net_amount_base=_money(s.net_base_minor, base),
+                net_amount_base=money(s.net_base_minor, base),
                 fx_rate=pricing.plain(s.fx_rate),
             )
             for s in n.positions
         ],
-        operator_margins=[_money(amount, c) for c, amount in n.margins_by_currency],
+        operator_margins=[money(amount, c) for c, amount in n.margins_by_currency],
         create_time=timestamp(n.create_time),
         base_currency=base,
-        operator_margin_base=_money(m.total, base),
+        operator_margin_base=money(m.total, base),
         margin_breakdown=pb.MarginBreakdown(
-            issue_revenue=_money(m.issue_revenue, base),
-            fee_revenue=_money(m.fee_revenue, base),
-            redemption_cost=_money(m.redemption_cost, base),
-            conversion_cost=_money(m.conversion_cost, base),
-            charity_payouts=_money(m.charity_payouts, base),
-            adjustments=_money(m.adjustments, base),
-            fx_rounding=_money(m.fx_rounding, base),
-            breakage=_money(m.breakage, base),
+            issue_revenue=money(m.issue_revenue, base),
+            fee_revenue=money(m.fee_revenue, base),
+            redemption_cost=money(m.redemption_cost, base),
+            conversion_cost=money(m.conversion_cost, base),
+            charity_payouts=money(m.charity_payouts, base),
+            adjustments=money(m.adjustments, base),
+            fx_rounding=money(m.fx_rounding, base),
+            breakage=money(m.breakage, base),
         ),
     )
 
@@ -143,7 +139,7 @@ def price_list_to_proto(p: pricing.PriceList) -> pb.PriceList:
         redemption_rate_per_point=pricing.plain(p.redemption_rate),
         conversion_price_per_unit=pricing.plain(p.conversion_price),
         charity_value_per_point=pricing.plain(p.charity_value),
-        fee_per_transaction=_money(p.fee_per_transaction_minor, p.currency),
+        fee_per_transaction=money(p.fee_per_transaction_minor, p.currency),
         fee_percent=pricing.plain(p.fee_percent),
         create_time=timestamp(p.create_time),
     )
@@ -365,7 +361,7 @@ class SettlementServicer(Servicer, settlement_pb2_grpc.SettlementServiceServicer
                     partner=f"partners/{a.partner_id}",
                     period=a.period.name,
                     points=a.points,
-                    amount=_money(a.amount_minor, a.currency),
+                    amount=money(a.amount_minor, a.currency),
                     reason=a.reason,
                     reference=a.reference,
                     create_time=timestamp(a.create_time),

@@ -374,8 +374,7 @@ async def _buckets(conn: AsyncConnection, period: Period) -> dict[str, list[Buck
 async def _outstanding(conn: AsyncConnection, end: datetime) -> dict[str, int]:
     """Points members hold at `end` (available, pending, held), from the postings."""
     account = POSTINGS.c.account
-    kinds = {"available": "member:%:available", "pending": "member:%:pending"}
-    kinds["held"] = "member:%:held"
+    kinds = {k: f"member:%:{k}" for k in ("available", "pending", "held")}
     columns = [
         func.coalesce(func.sum(case((account.like(p), POSTINGS.c.amount), else_=0)), 0).label(k)
         for k, p in kinds.items()
@@ -475,7 +474,9 @@ async def _statements(
         .group_by(LINES.c.partner_id)
     ):
         counts[r.partner_id] = int(r.n)
-    prices = await _prices(conn, [b.price_list_id for bs in buckets.values() for b in bs])
+    prices = await price_service.by_id(
+        conn, [b.price_list_id for bs in buckets.values() for b in bs]
+    )
     currencies: dict[str, str] = {
         r.id: r.settlement_currency_code
         for r in await conn.execute(
@@ -552,10 +553,6 @@ def _same_currency(found: str, currency: str, partner_id: str) -> None:
             f"of the period is in {found}: add a {currency} price list version",
             {"partner": f"partners/{partner_id}"},
         )
-
-
-async def _prices(conn: AsyncConnection, ids: list[str]) -> dict[str, pricing.PriceList]:
-    return await price_service.by_id(conn, ids)
 
 
 _STATEMENT_FIELDS = [
@@ -645,14 +642,18 @@ async def list_statements(
 async def all_statements(conn: AsyncConnection, period: Period) -> list[dn.Statement]:
     """Every statement of a closed period (one per active partner: a bounded number)."""
     await require_closed(conn, period)
+    return await statements_of(conn, period)
+
+
+async def statements_of(conn: AsyncConnection, period: Period) -> list[dn.Statement]:
+    """all_statements, for a caller that knows the period is closed."""
     rows = await conn.execute(
         select(STATEMENTS).where(STATEMENTS.c.period == period.id).order_by(STATEMENTS.c.partner_id)
     )
     return [_statement(r) for r in rows]
 
 
-def _line(row: Any, prices: dict[str, pricing.PriceList], currency: str) -> Line:
-    exponent = currency_exponent(currency, "currency")
+def _line(row: Any, prices: dict[str, pricing.PriceList], currency: str, exponent: int) -> Line:
     if row.kind == "ADJUSTMENT":
         exact = Decimal(row.amount_minor)
         price_list = ""
@@ -731,6 +732,7 @@ async def stream_lines(
     """A statement's lines in create_time order, after the (create_time, id) `after`: keyset
     batches, never the whole statement in memory."""
     prices: dict[str, pricing.PriceList] = {}
+    exponent = currency_exponent(currency, "currency")  # once, not per line of an export
     left = limit
     while left is None or left > 0:
         batch = LINE_BATCH if left is None else min(LINE_BATCH, left)
@@ -754,9 +756,9 @@ async def stream_lines(
             r.price_list_id for r in rows if r.price_list_id and r.price_list_id not in prices
         }
         if wanted:
-            prices.update(await _prices(conn, sorted(wanted)))
+            prices.update(await price_service.by_id(conn, sorted(wanted)))
         for r in rows:
-            yield _line(r, prices, currency)
+            yield _line(r, prices, currency, exponent)
         if len(rows) < batch:
             return
         after = (rows[-1].create_time, rows[-1].id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -61,13 +62,11 @@ async def create_price_list(conn: AsyncConnection, ctx: AppContext, draft: Price
             "earliest",
             {"period": closed.name},
         )
-    version = PriceList(
-        **{
-            **draft.__dict__,
-            "id": secrets.token_hex(PRICE_LIST_ID_BYTES),
-            "currency": currency,
-            "create_time": ctx.clock.now(),
-        }
+    version = replace(
+        draft,
+        id=secrets.token_hex(PRICE_LIST_ID_BYTES),
+        currency=currency,
+        create_time=ctx.clock.now(),
     )
     try:
         async with conn.begin_nested():

@@ -12,7 +12,7 @@ from gateway.service.earning import currency_exponent
 from settlement.domain import reports as dr
 from settlement.domain.periods import Period, parse_period
 from settlement.domain.pricing import to_base
-from settlement.service.periods import LINES, STATEMENTS, all_statements
+from settlement.service.periods import LINES, STATEMENTS, statements_of
 from settlement.service.state import PERIODS, require_closed
 
 PARTNERS = table_of(PartnerRow)
@@ -30,7 +30,7 @@ async def _trailing(conn: AsyncConnection, period: Period) -> tuple[dr.PeriodPoi
     out = []
     for pid in sorted(ids):
         closed = await require_closed(conn, parse_period(pid))
-        statements = await all_statements(conn, closed.period)
+        statements = await statements_of(conn, closed.period)
         base_exponent = currency_exponent(closed.base_currency, "base_currency")
         cost = sum(
             to_base(

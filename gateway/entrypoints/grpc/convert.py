@@ -29,6 +29,10 @@ STRING_FIELD_CHARS_MAX = 4096
 """No string field of any request is longer; oversized input fails before it reaches a rule."""
 
 
+def money(amount_minor: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount_minor, currency_code=currency)
+
+
 def timestamp(when: datetime | None) -> timestamp_pb2.Timestamp | None:
     if when is None:
         return None

@@ -7,8 +7,8 @@ import asyncio
 import grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coalition.v1 import common_pb2, donations_pb2_grpc
 from coalition.v1 import donations_pb2 as pb
+from coalition.v1 import donations_pb2_grpc
 from gateway.adapters import documents
 from gateway.domain import donations as dd
 from gateway.domain import errors
@@ -16,17 +16,13 @@ from gateway.domain.members import parse_member_name
 from gateway.domain.partners import PartnerType, parse_partner_name
 from gateway.entrypoints.errors import rpc
 from gateway.entrypoints.grpc.base import Servicer
-from gateway.entrypoints.grpc.convert import time_from_proto, timestamp, transaction_to_proto
+from gateway.entrypoints.grpc.convert import money, time_from_proto, timestamp, transaction_to_proto
 from gateway.service import donations
 from gateway.service.context import AppContext
 
 _KIND = {k: pb.DonationKind.Value(f"DONATION_KIND_{k.value}") for k in dd.DonationKind}
 _PLEDGE_KIND = {k: pb.PledgeKind.Value(f"PLEDGE_KIND_{k.value}") for k in dd.PledgeKind}
 _PLEDGE_KIND_FROM = {v: k for k, v in _PLEDGE_KIND.items()}
-
-
-def _money(amount_minor: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount_minor, currency_code=currency)
 
 
 def charity_to_proto(listed: donations.ListedCharity) -> pb.Charity:
@@ -39,7 +35,7 @@ def charity_to_proto(listed: donations.ListedCharity) -> pb.Charity:
         description=profile.description,
         causes=list(profile.causes),
         minimum_donation_points=profile.minimum_donation_points,
-        value_per_thousand_points=_money(
+        value_per_thousand_points=money(
             profile.value_per_thousand_minor, partner.settings.settlement_currency_code
         ),
         matching_sponsor=f"partners/{matching.sponsor_id}" if matching else "",
@@ -55,8 +51,8 @@ def donation_to_proto(donation: dd.Donation) -> pb.Donation:
         points=donation.points,
         matched_points=donation.matched_points,
         matching_sponsor=f"partners/{donation.sponsor_id}" if donation.sponsor_id else "",
-        value=_money(donation.value_minor, donation.currency),
-        matched_value=_money(donation.matched_value_minor, donation.currency),
+        value=money(donation.value_minor, donation.currency),
+        matched_value=money(donation.matched_value_minor, donation.currency),
         receipt_number=donation.receipt_number,
         create_time=timestamp(donation.create_time),
         transaction=f"members/{donation.member_id}/transactions/{donation.transaction_id}",
@@ -75,8 +71,8 @@ def receipt_to_proto(receipt: dd.Receipt) -> pb.DonationReceipt:
         donate_time=timestamp(receipt.donate_time),
         points=receipt.points,
         matched_points=receipt.matched_points,
-        value=_money(receipt.value_minor, receipt.currency),
-        matched_value=_money(receipt.matched_value_minor, receipt.currency),
+        value=money(receipt.value_minor, receipt.currency),
+        matched_value=money(receipt.matched_value_minor, receipt.currency),
         donation=receipt.donation,
         charity=receipt.charity,
         matching_sponsor_display_name=receipt.sponsor_display_name,
