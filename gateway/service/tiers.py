@@ -46,16 +46,21 @@ async def lock_standing(conn: AsyncConnection, ctx: AppContext, member_id: str) 
     """Lock the member's balance row and read their standing, in one round trip.
 
     Every change of a member's points or tier that decides on what it read (an earn, a review)
-    starts here, so they serialize per member. PostgreSQL holds the row lock until commit;
+    starts here, so they serialize per member. PostgreSQL holds the row locks until commit;
     SQLite has one writer at a time already (BEGIN IMMEDIATE), and SQLAlchemy leaves FOR UPDATE
     out there.
+
+    Both rows are locked: after waiting for a lock, PostgreSQL re-reads only the rows the lock
+    names (READ COMMITTED's recheck), so a tier read beside a balance-only lock is the one from
+    before the wait, stale if the earn we waited for upgraded the member. NO KEY UPDATE, so
+    inserts whose foreign keys point at the member (KEY SHARE) are not blocked.
     """
     row = (
         await conn.execute(
             select(MEMBERS.c.tier, MEMBERS.c.tier_review_time)
             .join(repo.BALANCES, repo.BALANCES.c.member_id == MEMBERS.c.id)
             .where(MEMBERS.c.id == member_id)
-            .with_for_update(of=repo.BALANCES)
+            .with_for_update(of=[repo.BALANCES, MEMBERS], key_share=True)
         )
     ).one()
     return Standing(ctx.ladder.get(row.tier), row.tier_review_time)
