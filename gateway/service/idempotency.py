@@ -1,9 +1,16 @@
 """Exactly-once mutations: the first outcome of (caller, request_id) is stored and replayed.
 
-The key row is inserted first in the request's own transaction, so on PostgreSQL a concurrent
-duplicate blocks on the primary key until the winner commits, then reads the winner's answer.
-Business failures (CoalitionError.stored) are kept too: the work runs in a savepoint that is
-rolled back, and the failure is recorded in the key row. Input errors leave no trace.
+A request reads its key first (a replay answers from there), does its work, and records the
+key with the response in the same transaction: two round trips on top of the work. A
+concurrent duplicate that got past the read does the work too, but its insert finds the
+winner's key (on PostgreSQL it waits for the winner to commit), so it rolls back and replays
+the winner's answer: one outcome, whatever the timing. A duplicate whose work fails on the
+winner's effects (the phone number it just took, the points it just spent) looks for the
+winner's key the same way before answering with its own error.
+
+Business failures (CoalitionError.stored) are kept too: the work's writes roll back, and the
+failure is recorded under the key in a transaction (or savepoint) of its own. Input errors leave
+no trace.
 """
 
 from __future__ import annotations
@@ -12,11 +19,11 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.adapters.db import Database
+from gateway.adapters.db import Database, upsert
 from gateway.adapters.models import IdempotencyKeyRow, table_of
 from gateway.clock import Clock
 from gateway.domain import errors
@@ -77,6 +84,13 @@ class _Contended(Exception):
     pass
 
 
+class _StoredFailure(Exception):
+    """Carries a stored business failure out of the transaction, so the work rolls back."""
+
+    def __init__(self, error: errors.CoalitionError) -> None:
+        self.error = error
+
+
 async def _replay(conn: AsyncConnection, key: IdempotencyKey) -> bytes | None:
     row = (
         await conn.execute(
@@ -135,13 +149,19 @@ async def run_once_in(
     for _ in range(IDEMPOTENCY_ATTEMPTS_MAX):
         try:
             async with conn.begin_nested():
-                response, failure = await _run(conn, clock, key, work)
-        except (_Contended, IntegrityError):
-            continue  # a concurrent duplicate committed first: read its answer next round
-        if failure is not None:
-            raise failure
-        assert response is not None
-        return response
+                return await _run(conn, clock, key, work)
+        except _StoredFailure as failed:
+            async with conn.begin_nested():
+                recorded = await _record(conn, clock, key, error=_encode_error(failed.error))
+            if recorded:
+                raise failed.error from None
+        except _Contended:
+            pass  # a concurrent duplicate committed first: read its answer next round
+        except (errors.CoalitionError, IntegrityError):
+            stored = await _replay(conn, key)
+            if stored is None:
+                raise
+            return stored
     raise errors.FailedPrecondition(
         "REQUEST_IN_PROGRESS", "a request with this request_id is still in progress; retry"
     )
@@ -155,14 +175,23 @@ async def _attempt(
 ) -> bytes:
     try:
         async with database.begin() as conn:
-            response, failure = await _run(conn, clock, key, work)
-    except IntegrityError:
-        # The winner's row appeared between our read and our insert (READ COMMITTED).
-        raise _Contended from None
-    if failure is not None:
-        raise failure
-    assert response is not None
-    return response
+            return await _run(conn, clock, key, work)
+    except _StoredFailure as failed:
+        async with database.begin() as conn:
+            recorded = await _record(conn, clock, key, error=_encode_error(failed.error))
+        if not recorded:
+            raise _Contended from None
+        raise failed.error from None
+    except (errors.CoalitionError, IntegrityError) as exc:
+        # The work may have failed on a concurrent duplicate's effects (its member, its unique
+        # row): if that duplicate's answer is there now, it is ours too.
+        async with database.connect() as conn:
+            stored = await _replay(conn, key)
+        if stored is not None:
+            return stored
+        if isinstance(exc, IntegrityError):
+            raise _Contended from None  # a duplicate still in flight: look again next round
+        raise
 
 
 async def _run(
@@ -170,31 +199,43 @@ async def _run(
     clock: Clock,
     key: IdempotencyKey,
     work: Callable[[AsyncConnection], Awaitable[bytes]],
-) -> tuple[bytes | None, errors.CoalitionError | None]:
-    """The stored answer, or the work's answer or stored failure, recorded under the key."""
-    where = (_KEYS.c.scope == key.scope) & (_KEYS.c.request_id == key.request_id)
+) -> bytes:
+    """The stored answer, or the work's answer recorded under the key. A stored business
+    failure leaves as _StoredFailure, for the caller to roll back and then record."""
     stored = await _replay(conn, key)
     if stored is not None:
-        return stored, None
+        return stored
     try:
-        await conn.execute(
-            insert(_KEYS).values(
-                scope=key.scope,
-                request_id=key.request_id,
-                method=key.method,
-                request_hash=key.request_hash,
-                create_time=clock.now(),
-            )
-        )
-    except IntegrityError:
-        raise _Contended from None
-    try:
-        async with conn.begin_nested():
-            response = await work(conn)
+        response = await work(conn)
     except errors.CoalitionError as err:
         if not err.stored:
             raise
-        await conn.execute(update(_KEYS).where(where).values(error=_encode_error(err)))
-        return None, err
-    await conn.execute(update(_KEYS).where(where).values(response=response))
-    return response, None
+        raise _StoredFailure(err) from None
+    if not await _record(conn, clock, key, response=response):
+        raise _Contended  # a concurrent duplicate committed first; its answer wins
+    return response
+
+
+async def _record(
+    conn: AsyncConnection,
+    clock: Clock,
+    key: IdempotencyKey,
+    response: bytes | None = None,
+    error: str | None = None,
+) -> bool:
+    """Insert the key with its outcome; False if another request's key got there first."""
+    inserted = await conn.execute(
+        upsert(conn, _KEYS)
+        .values(
+            scope=key.scope,
+            request_id=key.request_id,
+            method=key.method,
+            request_hash=key.request_hash,
+            create_time=clock.now(),
+            response=response,
+            error=error,
+        )
+        .on_conflict_do_nothing()
+        .returning(_KEYS.c.request_id)
+    )
+    return inserted.first() is not None

@@ -46,19 +46,24 @@ class Servicer:
 
         redact strips what must not be kept (an API key's secret) from the stored answer.
         """
-        first: list[M] = []
+        ran: list[tuple[M, bytes]] = []
 
         async def run(conn: AsyncConnection) -> bytes:
             response = await work(conn)
-            first.append(response)
-            stored = redact(response) if redact else response
-            return stored.SerializeToString()
+            stored = (redact(response) if redact else response).SerializeToString()
+            ran.append((response, stored))
+            return stored
 
         key = IdempotencyKey(
             self.caller().idempotency_scope, request.request_id, method, request_hash(request)
         )
         raw = await run_once(self.ctx.database, self.ctx.clock, key, run)
-        return first[0] if first else response_type.FromString(raw)
+        # The work may have run and been rolled back (a concurrent duplicate won): answer with
+        # the unredacted response only if it is the one that was kept.
+        for response, stored in ran:
+            if stored == raw:
+                return response
+        return response_type.FromString(raw)
 
     async def resolve(self, conn: AsyncConnection, ref: Any, field: str = "member") -> dm.Member:
         """The member a MemberRef names (the field is named in errors)."""
