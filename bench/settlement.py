@@ -1,17 +1,20 @@
-"""Settlement: closing a month, time and Python memory, as the month grows.
+"""Settlement: closing a month, its time and peak memory, as the month grows.
 
     python bench/settlement.py [--database-url URL] [--transactions 20000] [--growth 4]
+                               [--partners 6] [--json FILE]
 
-Writes a synthetic month straight into the ledger tables (earns and redemptions over 6
+Writes a synthetic month straight into the ledger tables (earns and redemptions over the
 partners and 2,000 members, postings included), then closes it with the real close, twice over:
 with N transactions and with growth x N, each in a fresh database. For each size it prints:
 
     baseline   one aggregate query over the month's postings (what the database must read anyway)
-    close      settlement.service.periods.close (lines, prices, statements, netting, totals)
-    peak MiB   the largest Python allocation during the close (tracemalloc)
+    close      settlement.service.periods.close (lines, prices, statements, netting, totals),
+               run in a child process
+    peak RSS   that child's peak resident memory (the interpreter and libraries included)
 
-Targets: the close stays within a small multiple of the baseline, and its peak memory does not
-grow with the month (ratio near 1), since lines are settled and summed inside the database.
+Targets (issue 10): a month of 1,000,000 transactions across 50 partners closes in <= 15 s on
+PostgreSQL with peak RSS <= 300 MB; memory does not grow with the month (ratio near 1), since
+lines are settled and summed inside the database.
 SQLite in a temp dir by default; a PostgreSQL URL has its schema dropped and recreated.
 """
 
@@ -19,18 +22,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import harness  # first: it puts the repository on sys.path (bench/ is, as the script's dir)
+from harness import ROOT, Figure
 from sqlalchemy import func, insert, select, text
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.adapters.db import open_database
 from gateway.adapters.migrate import upgrade
@@ -50,7 +56,7 @@ from settlement.service import periods, prices
 
 SECRET = b"bench-settlement-secret-key-0123456789abcdef"
 MONTH = Period(2026, 3)
-PARTNERS = ("hotel-a", "hotel-b", "taxi-a", "air-a", "shop-a", "shop-b")
+PARTNERS = ["hotel-a", "hotel-b", "taxi-a", "air-a", "shop-a", "shop-b"]
 MEMBERS = 2_000
 BATCH = 5_000
 
@@ -162,7 +168,41 @@ async def _baseline(ctx: AppContext) -> float:
     return time.perf_counter() - began
 
 
-async def run(url: str, count: int) -> tuple[float, float, float, int]:
+CLOSE_IN_CHILD = """
+import asyncio, importlib.util, json, sys
+sys.path.insert(0, sys.argv[2])
+spec = importlib.util.spec_from_file_location("bench_settlement", sys.argv[3])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+bench.PARTNERS[:] = sys.argv[4].split(",")
+print(json.dumps(asyncio.run(bench.close(sys.argv[1]))))
+"""
+
+
+async def close(url: str) -> dict[str, float]:
+    """The real close of MONTH, timed; runs in a child process so its peak RSS is its own."""
+    db = open_database(url)
+    clock = FixedClock()
+    clock.set(MONTH.end + timedelta(days=1))
+    ctx = AppContext(database=db, vault=PiiVault(SECRET), clock=clock)
+    try:
+        began = time.perf_counter()
+        async with db.begin() as conn:
+            closed = await periods.close(conn, ctx, MONTH)
+        elapsed = time.perf_counter() - began
+        async with db.connect() as conn:
+            lines = sum(s.line_count for s in await periods.all_statements(conn, MONTH))
+        return {
+            "seconds": elapsed,
+            "statements": closed.statement_count,
+            "lines": lines,
+            "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+    finally:
+        await db.dispose()
+
+
+async def run(url: str, count: int) -> dict[str, float]:
     db = await _fresh(url)
     clock = FixedClock()
     clock.set(MONTH.start - timedelta(days=1))
@@ -170,20 +210,26 @@ async def run(url: str, count: int) -> tuple[float, float, float, int]:
     try:
         await _seed(ctx, count)
         baseline = await _baseline(ctx)
-        clock.set(MONTH.end + timedelta(days=1))
-        tracemalloc.start()
-        began = time.perf_counter()
-        async with db.begin() as conn:
-            closed = await periods.close(conn, ctx, MONTH)
-        elapsed = time.perf_counter() - began
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-        assert closed.statement_count == len(PARTNERS)
-        async with db.connect() as conn:
-            lines = sum(s.line_count for s in await periods.all_statements(conn, MONTH))
-        return baseline, elapsed, peak, lines
     finally:
         await db.dispose()
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLOSE_IN_CHILD,
+            url,
+            str(Path(__file__).parent),
+            __file__,
+            ",".join(PARTNERS),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    result: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["statements"] == len(PARTNERS), result
+    return {"transactions": count, "baseline_s": baseline, **result}
 
 
 def main() -> None:
@@ -191,27 +237,63 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--transactions", type=int, default=20_000)
     parser.add_argument("--growth", type=int, default=4)
+    parser.add_argument("--partners", type=int, default=len(PARTNERS))
+    parser.add_argument("--json", type=Path, help="merge the figures into this JSON file")
     args = parser.parse_args()
+    PARTNERS[:] = [f"partner-{i:03d}" for i in range(args.partners)]
     sizes = (args.transactions, args.transactions * args.growth)
     results = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             url = args.database_url or f"sqlite:///{tmp}/bench.db"
             results.append(asyncio.run(run(url, size)))
-    print(
-        f"{'transactions':>12} {'lines':>8} {'baseline s':>11} {'close s':>9} "
-        f"{'close/baseline':>15} {'peak MiB':>9}"
-    )
-    for size, (baseline, elapsed, peak, lines) in zip(sizes, results, strict=True):
-        print(
-            f"{size:>12,} {lines:>8,} {baseline:>11.3f} {elapsed:>9.3f} "
-            f"{elapsed / baseline:>15.1f} {peak:>9.2f}"
+    label = "postgresql" if args.database_url else "sqlite"
+    figures: list[Figure] = []
+    for r in results:
+        big = r["transactions"] >= 1_000_000 and label == "postgresql"
+        n = f"{label}: close {r['transactions']:,} txns, {args.partners} partners"
+        figures += [
+            Figure(
+                "settlement",
+                f"{n}: seconds",
+                r["seconds"],
+                "s",
+                r["baseline_s"],
+                "one aggregate query",
+                "<= 15 s" if big else "",
+                r["seconds"] <= 15 if big else None,
+                f"{r['lines']:,} lines",
+            ),
+            Figure(
+                "settlement",
+                f"{n}: peak RSS",
+                r["peak_rss_kib"] / 1024,
+                "MiB",
+                target="<= 300 MB" if big else "",
+                met=r["peak_rss_kib"] * 1024 <= 300 * 10**6 if big else None,
+            ),
+        ]
+    small, large = results
+    figures.append(
+        Figure(
+            "settlement",
+            f"{label}: close time growth for x{args.growth} transactions",
+            large["seconds"] / small["seconds"],
+            "x",
+            notes="linear is x" + str(args.growth),
         )
-    (_, t1, m1, _), (_, t2, m2, _) = results
-    print(
-        f"growth x{args.growth}: close time x{t2 / t1:.2f}, peak memory x{m2 / m1:.2f} "
-        "(target: memory ratio near 1)"
     )
+    figures.append(
+        Figure(
+            "settlement",
+            f"{label}: peak RSS growth for x{args.growth} transactions",
+            large["peak_rss_kib"] / small["peak_rss_kib"],
+            "x",
+            target="near 1 (flat)",
+        )
+    )
+    harness.print_table("Settlement close", figures)
+    harness.write_json(args.json, "settlement", figures)
 
 
 if __name__ == "__main__":

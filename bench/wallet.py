@@ -38,6 +38,8 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import harness
+from harness import Figure
 from py_pkpass import models as pk
 
 from gateway.adapters.db import open_database
@@ -241,13 +243,44 @@ async def main() -> None:
     parser.add_argument("--passes", type=int, default=600)
     parser.add_argument("--requests", type=int, default=4_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="merge the figures into this JSON file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        table("passes built and signed", bench_passes(args.passes, directory), "passes/s", 300)
+        passes = bench_passes(args.passes, directory)
+        table("passes built and signed", passes, "passes/s", 300)
         url = args.database_url or f"sqlite:///{directory}/bench.db"
         rows = await bench_serials(url, args.requests, args.concurrency, directory)
-        table(f"updated serials ({url.split(':')[0]})", rows, "requests/s", 2_000)
+        label = url.split(":")[0]
+        table(f"updated serials ({label})", rows, "requests/s", 2_000)
+    floor, gateway = passes[0][1], passes[-1][1]
+    bare, served = rows[0][1], rows[-1][1]
+    harness.write_json(
+        args.json,
+        "wallet",
+        [
+            Figure(
+                "wallet",
+                "passes built and signed/s",
+                gateway,
+                "passes/s",
+                floor,
+                "PKCS #7 signature alone",
+                ">= 300/s",
+                gateway >= 300,
+            ),
+            Figure(
+                "wallet",
+                f"{label}: PassKit list updated serials req/s (n={args.concurrency})",
+                served,
+                "req/s",
+                bare,
+                "bare aiohttp",
+                ">= 2,000/s",
+                served >= 2_000,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":
