@@ -205,35 +205,6 @@ async def _settle_transactions(
     window = [TXNS.c.create_time < period.end, ~settled]
     if previous is not None:
         window.append(TXNS.c.create_time >= previous.start)
-    lines = (
-        select(
-            literal(period.id),
-            owner,
-            kind,
-            component,
-            TXNS.c.seq,
-            TXNS.c.id,
-            TXNS.c.member_id,
-            TXNS.c.type,
-            TXNS.c.partner_id,
-            -func.sum(case((is_points, POSTINGS.c.amount), else_=0)),
-            -func.sum(case((is_points, 0), else_=POSTINGS.c.amount)),
-            literal(0),
-            TXNS.c.partner_reference,
-            reason,
-            TXNS.c.create_time,
-            TXNS.c.occur_time,
-            price_time,
-        )
-        .select_from(
-            POSTINGS.join(TXNS, TXNS.c.seq == POSTINGS.c.transaction_seq).outerjoin(
-                original,
-                and_(TXNS.c.type == dl.TxnType.REVERSAL.value, original.c.id == TXNS.c.related_id),
-            )
-        )
-        .where(*window, or_(*(account.like(p) for p, _ in _COMPONENT_OF_ACCOUNT)))
-        .group_by(TXNS.c.seq, owner, component)
-    )
     columns = [
         "period",
         "partner_id",
@@ -253,7 +224,48 @@ async def _settle_transactions(
         "occur_time",
         "price_time",
     ]
-    await conn.execute(insert(LINES).from_select(columns, lines))
+    values = [
+        literal(period.id),
+        owner,
+        kind,
+        component,
+        TXNS.c.seq,
+        TXNS.c.id,
+        TXNS.c.member_id,
+        TXNS.c.type,
+        TXNS.c.partner_id,
+        -func.sum(case((is_points, POSTINGS.c.amount), else_=0)),
+        -func.sum(case((is_points, 0), else_=POSTINGS.c.amount)),
+        literal(0),
+        TXNS.c.partner_reference,
+        reason,
+        TXNS.c.create_time,
+        TXNS.c.occur_time,
+        price_time,
+    ]
+    lines = (
+        select(*(v.label(c) for v, c in zip(values, columns, strict=True)))
+        .select_from(
+            POSTINGS.join(TXNS, TXNS.c.seq == POSTINGS.c.transaction_seq).outerjoin(
+                original,
+                and_(TXNS.c.type == dl.TxnType.REVERSAL.value, original.c.id == TXNS.c.related_id),
+            )
+        )
+        .where(*window, or_(*(account.like(p) for p, _ in _COMPONENT_OF_ACCOUNT)))
+        .group_by(TXNS.c.seq, owner, component)
+        .subquery("settled_line")
+    )
+    # Each line is priced as it is written: the owner's price list version valid at its
+    # price_time. (An UPDATE afterwards rewrote every line a second time: half the close.)
+    version = (
+        select(PRICES.c.id)
+        .where(PRICES.c.partner_id == lines.c.partner_id, PRICES.c.valid_from <= lines.c.price_time)
+        .order_by(PRICES.c.valid_from.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    priced = select(*(lines.c[c] for c in columns), version)
+    await conn.execute(insert(LINES).from_select([*columns, "price_list_id"], priced))
 
 
 async def _settle_adjustments(conn: AsyncConnection, period: Period) -> None:
@@ -297,22 +309,8 @@ async def _settle_adjustments(conn: AsyncConnection, period: Period) -> None:
 
 
 async def _price_lines(conn: AsyncConnection, period: Period) -> None:
-    """Each line gets the partner's price list version valid at its price_time."""
-    version = (
-        select(PRICES.c.id)
-        .where(
-            PRICES.c.partner_id == LINES.c.partner_id,
-            PRICES.c.valid_from <= LINES.c.price_time,
-        )
-        .order_by(PRICES.c.valid_from.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    await conn.execute(
-        update(LINES)
-        .where(LINES.c.period == period.id, LINES.c.kind != "ADJUSTMENT")
-        .values(price_list_id=version)
-    )
+    """Every transaction line was priced as it was written; refuse if a partner had no price
+    list version valid at some line's price_time."""
     missing = (
         await conn.execute(
             select(LINES.c.partner_id)
