@@ -1,7 +1,16 @@
-"""The database: URL normalization, engines with the right settings, and schema checks."""
+"""The database: URL normalization, engines with the right settings, and schema checks.
+
+A database that cannot be reached (refused, reset, timed out, restarting) surfaces from
+`Database.begin()` and `Database.connect()` as `errors.Unavailable` (DATABASE_UNAVAILABLE), so
+every caller (the gRPC servicers, the authentication interceptor, the wallet web service)
+answers "retry" instead of an internal error; `database_unavailable` classifies the same errors
+for code that meets them elsewhere. Every other database error is left as it is.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -9,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from gateway.domain import errors
 
 DATABASE_URL_DEFAULT = "sqlite:///coalition.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -19,6 +31,25 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_POOL_WAIT_S = 60
 POSTGRES_POOL_SIZE = 10
 POSTGRES_POOL_OVERFLOW = 20
+POSTGRES_CONNECT_TIMEOUT_S = 5.0
+"""asyncpg waits 60 s by default for a server that does not answer (a network partition): far
+past any client's deadline (the SDK's is 10 s). Connecting takes milliseconds when all is well."""
+POSTGRES_POOL_WAIT_S = 10.0
+"""Waiting for a free pooled connection (SQLAlchemy's default is 30 s); no client waits longer
+(the SDK's deadline), so waiting on is work for nobody: answer UNAVAILABLE instead."""
+# No pool_pre_ping: it costs every checkout a round trip (three on asyncpg: BEGIN, ";",
+# ROLLBACK). A connection found dead mid-use fails its request with UNAVAILABLE, and SQLAlchemy
+# then invalidates the whole pool (every older connection is replaced at its next checkout), so
+# after an outage the gateway recovers by itself within a request or two per process.
+
+RETRY_AFTER_S_UNAVAILABLE = 1
+"""What a client is told to wait before retrying when the database is unreachable."""
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+"""admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections; with every
+connection_exception (class 08): the server went away or cannot take us now."""
+
+log = logging.getLogger("coalition.db")
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -65,6 +96,38 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _lost_connection(exc: BaseException) -> bool:
+    """A database error that says the connection (or the server) went away mid-use."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _LOST_SQLSTATES):
+            return True
+        # SQLite's busy timeout ran out: another process held the write lock all along.
+        return isinstance(exc, sa_exc.OperationalError) and "database is locked" in str(exc.orig)
+    return False
+
+
+def _unavailable(exc: BaseException) -> errors.Unavailable:
+    first_line = next(iter(str(exc).splitlines()), "")  # not the SQL and its parameters
+    log.warning("database unavailable: %s: %s", type(exc).__name__, first_line)
+    return errors.Unavailable(
+        DATABASE_UNAVAILABLE,
+        "the database cannot be reached right now; retry shortly (a mutation with the same "
+        "request_id)",
+        {"retry_after_s": str(RETRY_AFTER_S_UNAVAILABLE)},
+    )
+
+
+def database_unavailable(exc: BaseException) -> errors.Unavailable | None:
+    """The Unavailable to answer for an error that means the database is out of reach (a lost
+    or invalidated connection, no pooled connection in time), else None."""
+    if _lost_connection(exc) or isinstance(exc, sa_exc.TimeoutError):
+        return _unavailable(exc)
+    return None
+
+
 @dataclass
 class Database:
     engine: AsyncEngine
@@ -75,14 +138,29 @@ class Database:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self.engine.begin() as conn:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A commit that fails because the connection was lost raises Unavailable too: the outcome
+        is unknown, and a retry with the same request_id finds out (idempotency)."""
+        async with self.connect() as conn, conn.begin():
             yield conn
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield conn
+        """A pooled connection; Unavailable when none can be had or it is lost mid-use."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                conn = await stack.enter_async_context(self.engine.connect())
+            except Exception as exc:
+                # Nothing was sent: refused, reset, timed out (a blackholed server, a full
+                # pool), or the server is starting up or refusing logins. All are "try later".
+                raise _unavailable(exc) from exc
+            try:
+                yield conn
+            except sa_exc.DBAPIError as exc:
+                if _lost_connection(exc):
+                    raise _unavailable(exc) from exc
+                raise
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -101,6 +179,10 @@ def open_database(raw_url: str) -> Database:
         _configure_sqlite(engine)
     else:
         engine = create_async_engine(
-            url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_POOL_OVERFLOW
+            url,
+            pool_size=POSTGRES_POOL_SIZE,
+            max_overflow=POSTGRES_POOL_OVERFLOW,
+            pool_timeout=POSTGRES_POOL_WAIT_S,
+            connect_args={"timeout": POSTGRES_CONNECT_TIMEOUT_S},
         )
     return Database(engine)

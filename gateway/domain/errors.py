@@ -11,7 +11,9 @@ them into google.rpc.Status with an ErrorInfo (and a BadRequest for invalid inpu
     ├── Unauthenticated                 missing, malformed, unknown or revoked credentials
     ├── PermissionDenied                the caller may not do this (OPERATOR_ONLY, ...)
     ├── ResourceExhausted               RATE_LIMITED (carries retry_after_s)
-    └── Unimplemented                   a capability that has not landed yet
+    ├── Unimplemented                   a capability that has not landed yet
+    └── Unavailable                     DATABASE_UNAVAILABLE (carries retry_after_s): nothing
+                                        was decided; retry with the same request_id
 
 `stored` marks business outcomes that an idempotent replay must answer again identically; input
 errors are not stored, so a corrected retry with the same request_id can still succeed.
@@ -84,6 +86,11 @@ class ResourceExhausted(CoalitionError):
 
 class Unimplemented(CoalitionError):
     pass
+
+
+class Unavailable(CoalitionError):
+    """A dependency (the database) is out of reach. Never stored: the request may or may not
+    have been applied (a lost commit), and a replay with the same request_id tells which."""
 
 
 def require(condition: bool, field_path: str, reason: str, message: str) -> None:

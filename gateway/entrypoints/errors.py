@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import grpc
@@ -14,10 +15,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from coalition.v1 import common_pb2
+from gateway.adapters.db import database_unavailable
 from gateway.domain import errors
 from gateway.entrypoints.grpc.convert import check_string_sizes
 
 DOMAIN = "coalition.v1"
+NANOS_PER_S = 1_000_000_000
+RETRY_DELAY_S_MAX = 24 * 3600
+"""The longest RetryInfo delay sent; google.protobuf.Duration itself stops at 10,000 years."""
 log = logging.getLogger("coalition.grpc")
 
 _CODES: dict[type[errors.CoalitionError], int] = {
@@ -29,6 +34,7 @@ _CODES: dict[type[errors.CoalitionError], int] = {
     errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unimplemented: code_pb2.UNIMPLEMENTED,
+    errors.Unavailable: code_pb2.UNAVAILABLE,
 }
 
 
@@ -49,6 +55,20 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+def _retry_delay(seconds: str) -> duration_pb2.Duration | None:
+    """RetryInfo's delay from metadata["retry_after_s"] (decimal seconds, "0.125"), to the
+    nanosecond and rounded up, so that waiting it is always enough; None if there is none."""
+    try:
+        delay = Decimal(seconds)
+    except InvalidOperation:
+        return None
+    if not delay.is_finite() or delay <= 0:
+        return None
+    delay = min(delay, Decimal(RETRY_DELAY_S_MAX))
+    nanos = int((delay * NANOS_PER_S).to_integral_value(rounding=ROUND_CEILING))
+    return duration_pb2.Duration(seconds=nanos // NANOS_PER_S, nanos=nanos % NANOS_PER_S)
+
+
 def to_status(err: errors.CoalitionError) -> grpc.Status:
     code = next(c for kind, c in _CODES.items() if isinstance(err, kind))
     details = [
@@ -67,15 +87,9 @@ def to_status(err: errors.CoalitionError) -> grpc.Status:
                 )
             )
         )
-    retry_after = err.metadata.get("retry_after_s")
-    if retry_after:
-        details.append(
-            _pack(
-                error_details_pb2.RetryInfo(
-                    retry_delay=duration_pb2.Duration(seconds=int(retry_after))
-                )
-            )
-        )
+    delay = _retry_delay(err.metadata.get("retry_after_s", ""))
+    if delay is not None:
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=details))
 
 
@@ -105,6 +119,11 @@ def rpc(handler: H[R]) -> H[R]:
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):  # abort_with_status above, passing through
                 raise
+            # Database.begin()/connect() raise Unavailable already; this catches a lost
+            # connection met anywhere else (a result read after its block, say).
+            outage = database_unavailable(exc)
+            if outage is not None:
+                await context.abort_with_status(to_status(outage))
             log.exception("unhandled error in %s", handler.__qualname__)
             await context.abort_with_status(INTERNAL)
         raise AssertionError("abort_with_status returns only by raising")

@@ -9,13 +9,15 @@ PassKit endpoints (webServiceURL = {COALITION_WALLET_URL}/passkit), as Apple def
     GET    /v1/passes/{passType}/{serial}                          200, 304, 401
     POST   /v1/log                                                 200
 
-Errors answer JSON {"reason": ..., "message": ...} with 400, 401 or 404.
+Errors answer JSON {"reason": ..., "message": ...} with 400, 401 or 404; while the database is
+out of reach, 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,6 +37,7 @@ from gateway.domain.errors import (
     InvalidArgument,
     NotFound,
     Unauthenticated,
+    Unavailable,
 )
 from gateway.service.context import AppContext
 from wallet.adapters.pkpass import IMAGE_NAMES
@@ -55,6 +58,7 @@ _STATUS = {
     Unauthenticated: 401,
     NotFound: 404,
     FailedPrecondition: 503,
+    Unavailable: 503,
 }
 PAGE_HEADERS = {
     # The page URL carries the card's secret: never send it on, never cache the page.
@@ -74,7 +78,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _error(exc: CoalitionError) -> web.Response:
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
-    return web.json_response({"reason": exc.reason, "message": exc.message}, status=status)
+    headers = None
+    if isinstance(exc, Unavailable):  # a database outage: "try again in N s" (RFC 9110 10.2.3)
+        headers = {"Retry-After": str(math.ceil(float(exc.metadata.get("retry_after_s", 1))))}
+    return web.json_response(
+        {"reason": exc.reason, "message": exc.message}, status=status, headers=headers
+    )
 
 
 def _errors(handler: Handler) -> Handler:
