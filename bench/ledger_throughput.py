@@ -123,7 +123,14 @@ async def main() -> None:
             await conn.execute(text("DROP SCHEMA public CASCADE"))
             await conn.execute(text("CREATE SCHEMA public"))
     await upgrade(database)
-    ctx = AppContext(database, PiiVault(b"bench-secret-key-0123456789abcdef-0123"), SystemClock())
+    # rate_limit_per_s=0: the bench measures the gateway, not the per-partner limit it would
+    # otherwise hit at 1,000 requests/s (COALITION_RATE_LIMIT_PER_S).
+    ctx = AppContext(
+        database,
+        PiiVault(b"bench-secret-key-0123456789abcdef-0123"),
+        SystemClock(),
+        rate_limit_per_s=0,
+    )
 
     async with database.begin() as conn:
         await partner_service.create(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import tomllib
@@ -15,6 +16,7 @@ from gateway.adapters.db import DATABASE_URL_DEFAULT
 from gateway.adapters.notify import Channel, channel_from_url
 from gateway.domain.expiry import ExpiryPolicy, ExpiryPolicyError, parse_policy
 from gateway.domain.links import PARKED_CLAIM_DAYS_DEFAULT, check_claim_days
+from gateway.domain.ratelimit import RATE_LIMIT_PER_S_DEFAULT, RATE_LIMIT_PER_S_MAX
 from gateway.domain.tiers import DEFAULT_LADDER, Ladder, LadderError, ladder_from_config
 from partners.ca import write_private_file
 
@@ -98,6 +100,23 @@ def parked_claim_days() -> int:
         return check_claim_days(int(raw))
     except ValueError as exc:
         raise ConfigError(f"COALITION_PARKED_CLAIM_DAYS: {exc}") from None
+
+
+def rate_limit_per_s() -> float:
+    """COALITION_RATE_LIMIT_PER_S: requests per second each partner may make to one gateway
+    process (default 1000, bursts of two seconds' worth); 0 switches the limit off. The
+    operator is never limited. N gateways admit up to N times this."""
+    raw = env("RATE_LIMIT_PER_S", f"{RATE_LIMIT_PER_S_DEFAULT:g}").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= RATE_LIMIT_PER_S_MAX:  # NaN and inf fail too
+        raise ConfigError(
+            f"COALITION_RATE_LIMIT_PER_S={raw!r}: expected a number of requests per second "
+            f"from 0 (no limit) to {RATE_LIMIT_PER_S_MAX:g}"
+        )
+    return value
 
 
 def settlement_currency() -> str:

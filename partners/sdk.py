@@ -13,7 +13,9 @@
 
 Every failed call raises a `CoalitionError` subclass chosen by gRPC status code, carrying the
 ErrorInfo reason and metadata, the BadRequest field violations and the RetryInfo delay. Calls
-that fail with UNAVAILABLE are retried with exponential backoff and full jitter; a mutation
+that fail with UNAVAILABLE are retried with exponential backoff and full jitter, and calls over
+the partner's rate limit (RESOURCE_EXHAUSTED with RetryInfo) after the delay the gateway asks
+for (up to RETRY_AFTER_S_MAX, with jitter on top, within the same attempts); a mutation
 generates its `request_id` once per logical call and sends the same one on every retry, so a
 retry can never apply a mutation twice. The raw stubs (`client.members`, `client.partners`,
 `client.points`) reach every RPC; pass `metadata=client.metadata` and catch
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "RETRY_AFTER_S_MAX",
     "RETRY_ATTEMPTS_MAX",
     "RETRY_BACKOFF_S_INITIAL",
     "RETRY_BACKOFF_S_MAX",
@@ -96,6 +99,8 @@ RETRY_BACKOFF_S_INITIAL = 0.2
 """Upper bound of the first backoff; the bound doubles after every failed attempt."""
 RETRY_BACKOFF_S_MAX = 5.0
 """Cap on the backoff bound."""
+RETRY_AFTER_S_MAX = 30.0
+"""Longest RetryInfo delay waited out; a gateway asking for more gets the error raised."""
 USER_AGENT = "coalition-python-sdk/0.1"
 
 _LOYALTY_NUMBER = re.compile(r"[0-9]{12}")
@@ -157,7 +162,9 @@ class PermissionDeniedError(CoalitionError):
 
 
 class ResourceExhaustedError(CoalitionError):
-    """RESOURCE_EXHAUSTED (RATE_LIMITED): wait `retry_after_s` before calling again."""
+    """RESOURCE_EXHAUSTED: RATE_LIMITED (the call was retried after `retry_after_s` until
+    `attempts`, see RetryPolicy; wait that long before calling again), or a message over the
+    gateway's size limit (no `retry_after_s`: never retried)."""
 
 
 class UnavailableError(CoalitionError):
@@ -241,10 +248,15 @@ RetryHook = Callable[[int, CoalitionError, float], None]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries on UNAVAILABLE with exponential backoff and full jitter.
+    """Retries on UNAVAILABLE with exponential backoff and full jitter, and on
+    RESOURCE_EXHAUSTED that carries RetryInfo (RATE_LIMITED) after the delay it asks for.
 
     Attempt n (1-based) that fails is followed by a sleep drawn uniformly from
-    [0, min(backoff_s_max, backoff_s_initial * 2 ** (n - 1))].
+    [0, min(backoff_s_max, backoff_s_initial * 2 ** (n - 1))]; when the error carries a
+    RetryInfo delay d, from [d, d + min(d, backoff_s_max)] instead: never sooner than the
+    gateway asked, and spread so that callers refused together do not come back together. A
+    delay over retry_after_s_max is not waited out: the error is raised at once.
+    RESOURCE_EXHAUSTED without RetryInfo (a message over the size limit) is never retried.
     """
 
     attempts_max: int = RETRY_ATTEMPTS_MAX
@@ -254,12 +266,28 @@ class RetryPolicy:
     retryable: frozenset[grpc.StatusCode] = field(
         default_factory=lambda: frozenset({grpc.StatusCode.UNAVAILABLE})
     )
+    retry_after_s_max: float = RETRY_AFTER_S_MAX
+    """0 turns retrying on RetryInfo off."""
 
     def __post_init__(self) -> None:
         if self.attempts_max < 1:
             raise ValueError("attempts_max must be at least 1")
         if self.backoff_s_initial < 0 or self.backoff_s_max < 0:
             raise ValueError("backoff bounds must not be negative")
+        if self.retry_after_s_max < 0:
+            raise ValueError("retry_after_s_max must not be negative")
+
+    def delay_s(self, attempt: int, err: CoalitionError) -> float | None:
+        """The sleep before retrying after failed attempt `attempt`, or None: do not retry."""
+        after = err.retry_after_s
+        if after is not None and self.retry_after_s_max > 0:
+            told = err.code in self.retryable or err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            if not told or not 0 <= after <= self.retry_after_s_max:
+                return None  # not ours to retry, or longer than this client waits
+            return after + random.uniform(0.0, min(after, self.backoff_s_max))
+        if err.code in self.retryable:
+            return self.backoff_s(attempt)
+        return None
 
     def backoff_s(self, attempt: int) -> float:
         """The delay after failed attempt `attempt` (1-based), with full jitter."""
@@ -282,9 +310,10 @@ async def call_with_retry(attempt: Callable[[], Awaitable[R]], policy: RetryPoli
         except grpc.aio.AioRpcError as rpc_err:
             err = error_from_rpc(rpc_err)
             err.attempts = number
-            if err.code not in policy.retryable or number >= policy.attempts_max:
+            wait = policy.delay_s(number, err)
+            if wait is None or number >= policy.attempts_max:
                 raise err from rpc_err
-        delay = policy.backoff_s(number)
+        delay = wait
         if policy.on_retry is not None:
             policy.on_retry(number, err, delay)
         await asyncio.sleep(delay)

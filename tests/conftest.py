@@ -81,7 +81,14 @@ async def _truncate(db: Database) -> None:
 async def ctx(database: Database) -> AsyncIterator[AppContext]:
     """A clean database, a fixed clock and the test secret key; the CA when a test adds it."""
     await _truncate(database)
-    context = AppContext(database=database, vault=PiiVault(TEST_SECRET_KEY), clock=FixedClock())
+    # No per-partner rate limit: load and stress tests measure other things; the limiter is
+    # proven in tests/reliability/test_limits.py on gateways started with a limit.
+    context = AppContext(
+        database=database,
+        vault=PiiVault(TEST_SECRET_KEY),
+        clock=FixedClock(),
+        rate_limit_per_s=0,
+    )
     yield context
     # Every test leaves a ledger whose invariants hold (what `coalition ledger verify` checks).
     report = await verify(context)

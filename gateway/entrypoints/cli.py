@@ -28,6 +28,7 @@ from gateway.config import (
     expiry_policy,
     notify_channel,
     parked_claim_days,
+    rate_limit_per_s,
     secret_key,
     settlement_currency,
     tier_ladder,
@@ -117,6 +118,7 @@ async def _context(url: str, migrate_empty: bool, ca_dir: str = "") -> AppContex
         expiry = expiry_policy()
         claim_days = parked_claim_days()
         base_currency = settlement_currency()
+        rate_limit = rate_limit_per_s()
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from None
     database = await _ready_database(url, migrate_empty)
@@ -130,6 +132,7 @@ async def _context(url: str, migrate_empty: bool, ca_dir: str = "") -> AppContex
         expiry=expiry,
         parked_claim_days=claim_days,
         base_currency=base_currency,
+        rate_limit_per_s=rate_limit,
     )
 
 

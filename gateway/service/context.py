@@ -9,6 +9,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.domain.expiry import ExpiryPolicy
 from gateway.domain.links import PARKED_CLAIM_DAYS_DEFAULT
 from gateway.domain.pii import PiiVault
+from gateway.domain.ratelimit import RATE_LIMIT_PER_S_DEFAULT
 from gateway.domain.tiers import DEFAULT_LADDER, Ladder
 from partners.ca import CertificateAuthority
 
@@ -28,3 +29,6 @@ class AppContext:
     """COALITION_PARKED_CLAIM_DAYS: how long an agency earn for an unlinked number waits."""
     base_currency: str = "USD"
     """COALITION_SETTLEMENT_CURRENCY: the currency the settlement netting is in."""
+    rate_limit_per_s: float = RATE_LIMIT_PER_S_DEFAULT
+    """COALITION_RATE_LIMIT_PER_S: requests per second per partner per gateway process; 0 for
+    no limit (the operator is never limited)."""

@@ -157,6 +157,8 @@ async def run_once_in(
                 raise failed.error from None
         except _Contended:
             pass  # a concurrent duplicate committed first: read its answer next round
+        except errors.Unavailable:
+            raise  # the database is out of reach: no stored answer can be read either
         except (errors.CoalitionError, IntegrityError):
             stored = await _replay(conn, key)
             if stored is None:
@@ -182,6 +184,8 @@ async def _attempt(
         if not recorded:
             raise _Contended from None
         raise failed.error from None
+    except errors.Unavailable:
+        raise  # the database is out of reach: no stored answer can be read either
     except (errors.CoalitionError, IntegrityError) as exc:
         # The work may have failed on a concurrent duplicate's effects (its member, its unique
         # row): if that duplicate's answer is there now, it is ours too.

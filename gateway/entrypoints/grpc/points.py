@@ -20,7 +20,7 @@ from gateway.domain import errors, programs
 from gateway.domain import ledger as dl
 from gateway.domain import links as dln
 from gateway.domain import partners as dp
-from gateway.entrypoints.auth import MALFORMED, Malformed
+from gateway.entrypoints.auth import MALFORMED, Malformed, uncut
 from gateway.entrypoints.errors import INTERNAL, item_error, rpc, to_status
 from gateway.entrypoints.grpc.base import Servicer
 from gateway.entrypoints.grpc.convert import (
@@ -306,7 +306,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
                         done = True
                         break
                     batch.append(item)
-                for response in await self._earn_batch(scope, batch):
+                for response in await uncut(self._earn_batch(scope, batch), self.ctx.database):
                     yield response
             await reader  # a failed read (a malformed item) ends the stream with its status
         except errors.CoalitionError as err:
@@ -345,7 +345,7 @@ class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
             try:
                 async with self.ctx.database.begin() as conn:
                     return [await self._earn_item(scope, i, item, conn) for i, item in run]
-            except DBAPIError:
+            except (DBAPIError, errors.Unavailable):
                 log.warning("a batch of %d earns failed as a whole; one by one now", len(run))
         return [await self._earn_item(scope, i, item, None) for i, item in run]
 
