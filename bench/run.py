@@ -30,7 +30,16 @@ RESULTS_DEFAULT = BENCH / "results" / "latest.json"
 
 FULL = {
     "db_limit": ["--seconds", "10"],
-    "earn": ["--seconds", "10", "--stream-items", "100000", "--memory-earns", "1000000", "--memory-seconds-max", "300"],
+    "earn": [
+        "--seconds",
+        "10",
+        "--stream-items",
+        "100000",
+        "--memory-earns",
+        "1000000",
+        "--memory-seconds-max",
+        "300",
+    ],
     "growth": ["--seconds", "10", "--members", "10000,1000000", "--partners", "10,200"],
     "settlement": ["--transactions", "250000", "--growth", "4", "--partners", "50"],
     "wallet": ["--passes", "600", "--requests", "4000"],

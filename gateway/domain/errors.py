@@ -97,3 +97,18 @@ def require(condition: bool, field_path: str, reason: str, message: str) -> None
     """Raise InvalidArgument on field_path unless condition holds (input validation helper)."""
     if not condition:
         raise InvalidArgument.on_field(field_path, reason, message)
+
+
+ECHO_CHARS_MAX = 64
+"""Most characters of a client's own input an error message repeats back."""
+ECHOED_VALUES_MAX = 5
+"""Most of a client's values (unknown paths, say) an error message lists."""
+
+
+def echo(values: list[str]) -> str:
+    """Client input quoted back in an error message, bounded: a few values, each cut short, so
+    hostile input cannot make the error itself too large to deliver (gRPC trailers are capped
+    at 16 KiB)."""
+    shown = [v if len(v) <= ECHO_CHARS_MAX else v[:ECHO_CHARS_MAX] + "…" for v in values]
+    more = len(values) - ECHOED_VALUES_MAX
+    return ", ".join(shown[:ECHOED_VALUES_MAX]) + (f" and {more} more" if more > 0 else "")

@@ -144,7 +144,17 @@ async def quote(
         if member_id
         else []
     )
-    return dr.quote_purchase(rules, spend, conversion, tier, offered), offered
+    result = dr.quote_purchase(rules, spend, conversion, tier, offered)
+    if result.points > dl.POINTS_PER_TRANSACTION_MAX:
+        # A sane rate times the largest purchase can still exceed what one movement may
+        # hold (and, repeated, a balance's int64): refuse rather than credit it.
+        raise InvalidArgument.on_field(
+            "purchase.amount_minor",
+            "EARN_TOO_LARGE",
+            f"this purchase would earn {result.points:,} points, more than one transaction "
+            f"may credit ({dl.POINTS_PER_TRANSACTION_MAX:,}): split it",
+        )
+    return result, offered
 
 
 async def quote_only(

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.adapters import repository as repo
 from gateway.domain import members as dm
-from gateway.domain.errors import AlreadyExists, InvalidArgument, NotFound
+from gateway.domain.errors import AlreadyExists, InvalidArgument, NotFound, echo
 from gateway.service import cards, ledger
 from gateway.service.context import AppContext
 
@@ -78,7 +78,7 @@ async def update(
             "INVALID_UPDATE_MASK",
             "name at least one of "
             + ", ".join(sorted(UPDATABLE_FIELDS))
-            + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
+            + (f"; unknown: {echo(unknown)}" if unknown else ""),
         )
     member = await get(conn, ctx, name)
     merged = replace(member.contact, **{f: getattr(changes, f) for f in mask})

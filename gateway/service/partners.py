@@ -14,7 +14,13 @@ from gateway.adapters.models import ClientCertificateRow, table_of
 from gateway.domain import credentials as dc
 from gateway.domain import donations, paging, programs
 from gateway.domain import partners as dp
-from gateway.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from gateway.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    echo,
+)
 from gateway.service.context import AppContext
 from partners import ca as ca_lib
 
@@ -135,7 +141,7 @@ async def update_settings(
             "INVALID_UPDATE_MASK",
             "name at least one of "
             + ", ".join(sorted(UPDATABLE_FIELDS))
-            + (f"; unknown or immutable: {', '.join(unknown)}" if unknown else ""),
+            + (f"; unknown or immutable: {echo(unknown)}" if unknown else ""),
         )
     partner = await get(conn, partner_id)
     settings = _typed(

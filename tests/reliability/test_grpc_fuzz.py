@@ -63,10 +63,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import backend
 from google.protobuf import descriptor as pd
 from google.protobuf import field_mask_pb2, message_factory, timestamp_pb2
-from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -131,12 +129,6 @@ FORBIDDEN = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 FORBIDDEN_ITEM_CODES = {2, 13, 15}  # google.rpc.Code UNKNOWN, INTERNAL, DATA_LOSS
-INTERNAL_CODE = 13
-UPDATE_MASK_ECHOED = {
-    "/coalition.v1.MemberService/UpdateMember",
-    "/coalition.v1.PartnerService/UpdatePartner",
-}
-"""RPCs whose INVALID_UPDATE_MASK message repeats every unknown path (a known bug, below)."""
 CLOSED_PERIOD = "2025-12"
 """Closed by the world's setup (the test clock stands in January 2026)."""
 STRING_CHARS_MAX = 4096
@@ -1123,77 +1115,6 @@ def judge(tally: Tally, what: str, err: grpc.aio.AioRpcError | None) -> None:
         tally.fail(f"{what}: {code.name} without an ErrorInfo reason ({err.details()!r})")
 
 
-def campaign_time_out_of_range(payload: bytes) -> bool:
-    """A CreateCampaignRequest whose campaign start or end time no datetime can hold."""
-    try:
-        request = partners_pb2.CreateCampaignRequest.FromString(payload)
-    except Exception:  # not even a message: not this bug
-        return False
-    for name in ("start_time", "end_time"):
-        if request.campaign.HasField(name):
-            stamp = getattr(request.campaign, name)
-            if not TIMESTAMP_SECONDS_MIN <= stamp.seconds <= TIMESTAMP_SECONDS_MAX or not (
-                0 <= stamp.nanos < 1_000_000_000
-            ):
-                return True
-    return False
-
-
-def known_bug(path: str, payload: bytes, err: grpc.aio.AioRpcError | None) -> str:
-    """The known bug this answer shows ("" if none): the fuzz loop leaves exactly these out,
-    and each has a strict xfail test below that pins the correct behaviour."""
-    unreadable = known_unreadable_error(path, err)
-    if unreadable:
-        return unreadable
-    if err is None or err.code() != grpc.StatusCode.INTERNAL:
-        return ""
-    if path == "/coalition.v1.PartnerService/CreateCampaign" and campaign_time_out_of_range(
-        payload
-    ):
-        return "CreateCampaign with an out-of-range Timestamp answers INTERNAL"
-    if nul_reaches_postgresql(INPUT_TYPES[path], payload):
-        return NUL_BUG
-    return ""
-
-
-NUL_BUG = "a NUL character in a string reaches PostgreSQL and answers INTERNAL"
-
-
-def has_nul(message: Any) -> bool:
-    """Whether any string of the message (keys and values of maps too), at any depth, holds
-    U+0000."""
-    for f, value in message.ListFields():
-        if f.type == FD.TYPE_MESSAGE and f.message_type.GetOptions().map_entry:
-            items = [*value.keys(), *value.values()]
-        else:
-            items = list(value) if f.is_repeated else [value]
-        for item in items:
-            if isinstance(item, str) and "\x00" in item:
-                return True
-            if isinstance(item, Message) and has_nul(item):
-                return True
-    return False
-
-
-def nul_reaches_postgresql(message_type: type[Any], payload: bytes) -> bool:
-    """A request with a NUL in a string, on PostgreSQL (text there cannot hold U+0000)."""
-    if backend() != "postgresql":
-        return False
-    try:
-        return has_nul(message_type.FromString(payload))
-    except Exception:  # not even a message: not this bug
-        return False
-
-
-def known_unreadable_error(path: str, err: grpc.aio.AioRpcError | None) -> str:
-    """The known bug of errors too large for the client to read ("" if not this answer)."""
-    if err is None or err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ""
-    if path in UPDATE_MASK_ECHOED and "metadata size exceeds" in (err.details() or ""):
-        return "INVALID_UPDATE_MASK echoes the unknown paths: trailers over 16 KiB"
-    return ""
-
-
 def describe(path: str, caller: str, kind: str, payload: bytes) -> str:
     shown = payload[:48].hex() + ("…" if len(payload) > 48 else "")
     return f"{path} as {caller} [{kind}, {len(payload)} bytes: {shown}]"
@@ -1230,9 +1151,6 @@ async def send_unary(
         return None, await send(payload, metadata=metadata, timeout=DEADLINE_S)
     except grpc.aio.AioRpcError as err:
         return err, b""
-
-
-EARN_OVER_MAX_BUG = "an earn credits more than POINTS_PER_TRANSACTION_MAX"
 
 
 def earned_points(path: str, response: bytes) -> int | None:
@@ -1273,19 +1191,11 @@ async def fuzz_unary(gateway: Any, world: World, tally: Tally) -> None:
             tally.kinds[kind] += 1
             tally.methods[path] += 1
             what = f"request #{i}: {describe(path, who, kind, payload)}"
-            known = known_bug(path, payload, err)
-            if known:
-                tally.known[known] += 1
-                continue
             judge(tally, what, err)
             points = earned_points(path, response) if err is None else None
             if points is not None and not 0 <= points <= POINTS_PER_TRANSACTION_MAX:
-                # An accepted earn stays within the ledger's bound for one movement; the known
-                # bug (its xfail test is below) is an earn above it, counted, not failed.
-                if points > POINTS_PER_TRANSACTION_MAX:
-                    tally.known[EARN_OVER_MAX_BUG] += 1
-                else:
-                    tally.fail(f"{what}: accepted with {points} points")
+                # An accepted earn stays within the ledger's bound for one movement.
+                tally.fail(f"{what}: accepted with {points} points")
             if (
                 kind == "bad-credentials"
                 and err is not None
@@ -1344,20 +1254,15 @@ async def fuzz_streams(gateway: Any, world: World, tally: Tally) -> None:
                 tally.fail(f"{what}: answer {index} carries index {answer.index}")
             result = answer.WhichOneof("result")
             tally.codes[f"item {'OK' if result == 'transaction' else answer.error.code}"] += 1
-            if result == "transaction" and answer.transaction.points > POINTS_PER_TRANSACTION_MAX:
-                tally.known[EARN_OVER_MAX_BUG] += 1
-            elif result == "transaction" and answer.transaction.points < 0:
+            if result == "transaction" and not (
+                0 <= answer.transaction.points <= POINTS_PER_TRANSACTION_MAX
+            ):
                 tally.fail(f"{what}: item {index} earned {answer.transaction.points} points")
             if result is None:
                 tally.fail(f"{what}: answer {index} has neither a transaction nor an error")
             elif result == "error" and (
                 answer.error.code in FORBIDDEN_ITEM_CODES or not answer.error.reason
             ):
-                if answer.error.code == INTERNAL_CODE and nul_reaches_postgresql(
-                    points_pb2.StreamEarnPointsRequest, items[index][1]
-                ):
-                    tally.known[NUL_BUG] += 1
-                    continue
                 tally.fail(f"{what}: item {index} ({items[index][0]}) failed {answer.error}")
 
     async def worker() -> None:
@@ -1423,12 +1328,6 @@ async def fuzz_gateway(gateway: Any) -> None:
     assert set(tally.methods) == {path for path, _ in UNARY}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CreateCampaign converts campaign.start_time/end_time with an unguarded "
-    "Timestamp.ToDatetime (gateway/entrypoints/grpc/convert.py campaign_from_proto): a time "
-    "outside years 1-9999 raises ValueError and answers INTERNAL instead of INVALID_ARGUMENT",
-)
 @pytest.mark.parametrize(
     ("start", "end"),
     [
@@ -1496,10 +1395,6 @@ async def test_the_longest_strings_in_every_field_get_a_readable_answer(
                 err = await call_unary(gateway.channel, path, payload, world.callers[who])
                 tally.sent += 1
                 what = f"{path} {'.'.join(f.name for f in field_path)} as {who}"
-                known = known_unreadable_error(path, err)
-                if known:
-                    tally.known[known] += 1
-                    continue
                 judge(tally, what, err)
     print(
         f"\nlongest strings: {tally.sent:,} requests; codes {dict(tally.codes)}; "
@@ -1508,14 +1403,6 @@ async def test_the_longest_strings_in_every_field_get_a_readable_answer(
     assert not tally.failures, "\n".join(tally.failures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the INVALID_UPDATE_MASK message repeats every unknown path "
-    "(gateway/service/members.py update, gateway/service/partners.py update_settings); a path "
-    "of 4,096 non-ASCII characters (within the string limit) makes the trailers larger than "
-    "gRPC's 16 KiB limit, and the client gets RESOURCE_EXHAUSTED 'Stream removed' with no "
-    "readable status instead of INVALID_ARGUMENT INVALID_UPDATE_MASK",
-)
 @pytest.mark.parametrize("rpc", ["UpdateMember", "UpdatePartner"])
 async def test_an_unknown_update_mask_path_at_the_length_limit_is_a_readable_error(
     gateway: Any, rpc: str
@@ -1689,13 +1576,6 @@ NUL_CASES = [
 ]
 
 
-@pytest.mark.xfail(
-    condition=backend() == "postgresql",
-    strict=True,
-    reason="BUG (PostgreSQL only): these strings reach the database with their U+0000, which "
-    "PostgreSQL text cannot hold (asyncpg CharacterNotInRepertoireError: invalid byte sequence "
-    "for encoding UTF8: 0x00), and the call answers INTERNAL; SQLite stores them as given",
-)
 @pytest.mark.parametrize("case", NUL_CASES)
 async def test_a_nul_character_in_a_string_field_never_answers_internal(
     ctx: Any, start_gateway: Any, case: str
@@ -1712,13 +1592,6 @@ async def test_a_nul_character_in_a_string_field_never_answers_internal(
     assert not tally.failures, tally.failures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the points an EarnPoints purchase computes are never checked against "
-    "POINTS_PER_TRANSACTION_MAX (gateway/service/earning.py checks only an action's points): a "
-    "purchase of 10**13 minor units (the largest accepted) at 10 points per USD credits "
-    "1,000,000,000,000 points in one transaction",
-)
 async def test_an_earn_never_credits_more_than_one_movement_may_hold(gateway: Any) -> None:
     _, key = await gateway.create_partner("grand-hotel")  # 10 points per USD
     members = members_pb2_grpc.MemberServiceStub(gateway.channel)
@@ -1746,12 +1619,6 @@ async def test_an_earn_never_credits_more_than_one_movement_may_hold(gateway: An
     assert reply.transaction.points <= POINTS_PER_TRANSACTION_MAX
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with no per-earn bound (above), earns of 10**13 JPY at 10,000 points per JPY "
-    "credit 10**17 points each (2 * 10**17 once PLATINUM); the 46th takes the balance past "
-    "int64 and answers INTERNAL instead of a refusal with a reason",
-)
 async def test_a_balance_near_the_int64_limit_never_answers_internal(gateway: Any) -> None:
     _, key = await gateway.create_partner(
         "yen-hotel", earn_currency_code="JPY", base_earn_rate="10000"

@@ -151,6 +151,13 @@ async def unregister(
 ) -> None:
     card = await authorized_card(conn, ctx, pass_type_id, serial_number, authorization)
     check_device_id(device_id)
+    # The device row first, as register takes it (its upsert) before the registration: the
+    # opposite order deadlocked a register and an unregister of the same device on PostgreSQL.
+    await conn.execute(
+        select(DEVICES.c.device_library_id)
+        .where(DEVICES.c.device_library_id == device_id)
+        .with_for_update()
+    )
     await conn.execute(
         delete(REGISTRATIONS).where(
             REGISTRATIONS.c.device_library_id == device_id,

@@ -33,6 +33,17 @@ def money(amount_minor: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=amount_minor, currency_code=currency)
 
 
+def to_datetime(stamp: timestamp_pb2.Timestamp, field: str, reason: str) -> datetime:
+    """A request's Timestamp as an aware UTC datetime; INVALID_ARGUMENT (`reason`, naming
+    `field`) outside the years 1-9999 or with nanos outside 0-999,999,999."""
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.on_field(
+            field, reason, "a timestamp between years 1 and 9999"
+        ) from None
+
+
 def timestamp(when: datetime | None) -> timestamp_pb2.Timestamp | None:
     if when is None:
         return None
@@ -46,13 +57,19 @@ def request_hash(request: Message) -> str:
 
 
 def check_string_sizes(message: Message, prefix: str = "") -> None:
-    """Reject any string field (at any depth) longer than STRING_FIELD_CHARS_MAX."""
+    """Reject any string field (at any depth) longer than STRING_FIELD_CHARS_MAX, or holding a
+    NUL character: no field has a use for one, and PostgreSQL cannot store it in text (SQLite
+    would, so the two backends would disagree)."""
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
         for item in _items(value):
             if isinstance(item, str) and len(item) > STRING_FIELD_CHARS_MAX:
                 raise InvalidArgument.on_field(
                     path, "FIELD_TOO_LONG", f"at most {STRING_FIELD_CHARS_MAX} characters"
+                )
+            if isinstance(item, str) and "\x00" in item:
+                raise InvalidArgument.on_field(
+                    path, "INVALID_CHARACTERS", "NUL characters are not allowed"
                 )
             if isinstance(item, Message):
                 check_string_sizes(item, f"{path}.")
@@ -291,13 +308,17 @@ def campaign_from_proto(campaign: partners_pb2.Campaign, now: datetime) -> dr.Ca
         raise InvalidArgument.on_field(
             "campaign.end_time", "INVALID_CAMPAIGN_WINDOW", "a campaign needs an end_time"
         )
-    start = campaign.start_time.ToDatetime(UTC) if campaign.HasField("start_time") else now
+    start = (
+        to_datetime(campaign.start_time, "campaign.start_time", "INVALID_CAMPAIGN_WINDOW")
+        if campaign.HasField("start_time")
+        else now
+    )
     return dr.Campaign(
         id="",
         partner_id="",
         display_name=campaign.display_name,
         start_time=start,
-        end_time=campaign.end_time.ToDatetime(UTC),
+        end_time=to_datetime(campaign.end_time, "campaign.end_time", "INVALID_CAMPAIGN_WINDOW"),
         days_of_week=frozenset(days),
         start_hour=campaign.start_hour,
         end_hour=campaign.end_hour,

@@ -6,8 +6,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
@@ -28,6 +28,7 @@ from gateway.entrypoints.grpc.convert import (
     component_to_proto,
     parked_to_proto,
     request_hash,
+    to_datetime,
     transaction_to_proto,
 )
 from gateway.service import conversions, earning, ledger, links, tiers
@@ -63,13 +64,7 @@ def _basis(
 def _time(message: Message, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
-    stamp = getattr(message, field)
-    try:
-        return cast(datetime, stamp.ToDatetime(tzinfo=UTC))
-    except (ValueError, OverflowError):
-        raise errors.InvalidArgument.on_field(
-            field, f"INVALID_{field.upper()}", "a timestamp between years 1 and 9999"
-        ) from None
+    return to_datetime(getattr(message, field), field, f"INVALID_{field.upper()}")
 
 
 class PointsServicer(Servicer, points_pb2_grpc.PointsServiceServicer):
