@@ -38,6 +38,11 @@ _KEYS = table_of(IdempotencyKeyRow)
 _ERROR_KINDS: dict[str, type[errors.CoalitionError]] = {
     cls.__name__: cls for cls in (errors.FailedPrecondition, errors.NotFound, errors.AlreadyExists)
 }
+_WINNERS_EFFECTS: tuple[type[Exception], ...] = (*_ERROR_KINDS.values(), IntegrityError)
+"""Failures a concurrent duplicate's committed work can cause (the points it spent, the phone
+it took, the hold it closed, its unique row): after one, look for that duplicate's answer.
+Input, permission and availability errors depend on the request and the moment alone: they are
+answered as they are, without another query."""
 
 
 @dataclass(frozen=True)
@@ -157,9 +162,7 @@ async def run_once_in(
                 raise failed.error from None
         except _Contended:
             pass  # a concurrent duplicate committed first: read its answer next round
-        except errors.Unavailable:
-            raise  # the database is out of reach: no stored answer can be read either
-        except (errors.CoalitionError, IntegrityError):
+        except _WINNERS_EFFECTS:
             stored = await _replay(conn, key)
             if stored is None:
                 raise
@@ -184,9 +187,7 @@ async def _attempt(
         if not recorded:
             raise _Contended from None
         raise failed.error from None
-    except errors.Unavailable:
-        raise  # the database is out of reach: no stored answer can be read either
-    except (errors.CoalitionError, IntegrityError) as exc:
+    except _WINNERS_EFFECTS as exc:
         # The work may have failed on a concurrent duplicate's effects (its member, its unique
         # row): if that duplicate's answer is there now, it is ours too.
         async with database.connect() as conn:
