@@ -28,13 +28,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import grpc
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import harness
+
 from coalition.v1 import common_pb2, points_pb2, points_pb2_grpc
-from gateway.adapters.db import open_database
-from gateway.adapters.migrate import upgrade
 from gateway.adapters.models import LedgerTransactionRow, table_of
 from gateway.clock import SystemClock
 from gateway.domain.members import ContactDetails
@@ -49,13 +49,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = 500
 BASELINE_ROWS = 1000
 TXNS = table_of(LedgerTransactionRow)
-
-
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def write_csv(path: Path, rows: int, numbers: list[str], prefix: str) -> None:
@@ -117,12 +110,7 @@ async def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     url = args.database_url or f"sqlite:///{tmp}/bench.db"
-    database = open_database(url)
-    if database.dialect == "postgresql":
-        async with database.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-    await upgrade(database)
+    database = await harness.fresh_database(url)
     # rate_limit_per_s=0: the bench measures the gateway, not the per-partner limit it would
     # otherwise hit at 1,000 requests/s (COALITION_RATE_LIMIT_PER_S).
     ctx = AppContext(
@@ -169,9 +157,9 @@ async def main() -> None:
     write_csv(big, args.rows, numbers, "B")
     results = []
     for label, path, rows in (("submit small", small, args.small), ("submit big", big, args.rows)):
-        before = rss_kib()
+        before = harness.rss_kib()
         seconds, client_rss, summary = await run_cli(path, target, key)
-        grew = rss_kib() - before
+        grew = harness.rss_kib() - before
         results.append((label, rows, seconds, client_rss, grew, summary))
     written = await count_txns(ctx)
     seconds, client_rss, summary = await run_cli(big, target, key)

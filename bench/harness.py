@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -347,10 +346,6 @@ async def load(
         sum(codes.values()),
         codes,
     )
-
-
-def mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
 
 
 def run_id() -> str:

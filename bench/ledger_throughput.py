@@ -36,6 +36,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import harness
+
 from coalition.v1 import (
     common_pb2,
     members_pb2,
@@ -45,8 +47,6 @@ from coalition.v1 import (
     rewards_pb2,
     rewards_pb2_grpc,
 )
-from gateway.adapters.db import open_database
-from gateway.adapters.migrate import upgrade
 from gateway.clock import SystemClock
 from gateway.domain.members import ContactDetails
 from gateway.domain.partners import PartnerSettings, PartnerType
@@ -115,14 +115,7 @@ async def main() -> None:
 
     tmp = tempfile.mkdtemp()
     url = args.database_url or f"sqlite:///{tmp}/bench.db"
-    database = open_database(url)
-    if database.dialect == "postgresql":
-        from sqlalchemy import text
-
-        async with database.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-    await upgrade(database)
+    database = await harness.fresh_database(url)
     # rate_limit_per_s=0: the bench measures the gateway, not the per-partner limit it would
     # otherwise hit at 1,000 requests/s (COALITION_RATE_LIMIT_PER_S).
     ctx = AppContext(

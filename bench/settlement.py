@@ -32,14 +32,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import harness  # first: it puts the repository on sys.path (bench/ is, as the script's dir)
 from harness import ROOT, Figure
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, select
 
 from gateway.adapters.db import open_database
-from gateway.adapters.migrate import upgrade
 from gateway.adapters.models import (
     LedgerTransactionRow,
     MemberRow,
@@ -59,16 +57,6 @@ MONTH = Period(2026, 3)
 PARTNERS = ["hotel-a", "hotel-b", "taxi-a", "air-a", "shop-a", "shop-b"]
 MEMBERS = 2_000
 BATCH = 5_000
-
-
-async def _fresh(url: str) -> Any:
-    db = open_database(url)
-    if db.dialect == "postgresql":
-        async with db.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-    await upgrade(db)
-    return db
 
 
 async def _seed(ctx: AppContext, count: int) -> None:
@@ -203,7 +191,7 @@ async def close(url: str) -> dict[str, float]:
 
 
 async def run(url: str, count: int) -> dict[str, float]:
-    db = await _fresh(url)
+    db = await harness.fresh_database(url)
     clock = FixedClock()
     clock.set(MONTH.start - timedelta(days=1))
     ctx = AppContext(database=db, vault=PiiVault(SECRET), clock=clock)

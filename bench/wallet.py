@@ -34,7 +34,6 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,8 +41,6 @@ import harness
 from harness import Figure
 from py_pkpass import models as pk
 
-from gateway.adapters.db import open_database
-from gateway.adapters.migrate import upgrade
 from gateway.clock import SystemClock
 from gateway.domain.members import ContactDetails
 from gateway.domain.pii import PiiVault
@@ -172,12 +169,7 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 async def bench_serials(url: str, requests: int, concurrency: int, directory: Path) -> list[Any]:
-    db = open_database(url)
-    if db.dialect == "postgresql":
-        async with db.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-    await upgrade(db)
+    db = await harness.fresh_database(url)
     ctx = AppContext(database=db, vault=PiiVault(SECRET))
     certs = make_dev_certs(directory / "serials", PASS_TYPE_ID, TEAM_ID, SystemClock().now())
     creds = PassCredentials.load(certs.certificate, certs.key, certs.wwdr)
