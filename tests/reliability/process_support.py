@@ -19,6 +19,7 @@ directory, appended across restarts, and a failed start shows its tail.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -42,7 +43,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from coalition.v1 import points_pb2
+from coalition.v1 import common_pb2, points_pb2
 from gateway.adapters.db import Database, open_database
 from gateway.adapters.migrate import upgrade
 from gateway.adapters.models import IdempotencyKeyRow, table_of
@@ -158,7 +159,7 @@ class ProcessFailed(AssertionError):
     pass
 
 
-class CoalitionProcess:
+class CoalitionProcess(abc.ABC):
     """One long-running `coalition` command that a test can kill and start again."""
 
     def __init__(self, name: str, args: list[str], url: str, workdir: Path) -> None:
@@ -177,8 +178,9 @@ class CoalitionProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
+    @abc.abstractmethod
     async def ready(self) -> bool:
-        raise NotImplementedError
+        """Whether the started process serves yet (each kind knows how to ask it)."""
 
     async def start(self) -> None:
         assert not self.running, f"{self.name} is already running"
@@ -532,6 +534,38 @@ class Attempted:
     @property
     def transaction_id(self) -> str:
         return self.transaction.rpartition("/")[2]
+
+
+EARN_SHARE = 0.6
+"""Of the mixed load, the share that earns; the rest redeems."""
+EARN_POINTS = (10, 100)
+REDEEM_POINTS = (20, 200)
+
+
+def earn_or_redeem(
+    points: Any, members: list[str], rng: random.Random
+) -> tuple[Attempted, Any, Any]:
+    """The next request of a mixed load, on a PointsService stub: (its record, the stub
+    method, the request). Earns are BONUS actions of exactly the recorded points."""
+    member, request_id = rng.choice(members), uuid.uuid4().hex
+    if rng.random() < EARN_SHARE:
+        record = Attempted("EarnPoints", request_id, member, rng.randint(*EARN_POINTS))
+        request: Any = points_pb2.EarnPointsRequest(
+            request_id=request_id,
+            member=common_pb2.MemberRef(member=member),
+            action="BONUS",
+            points=record.points,
+            partner_reference=request_id,
+        )
+        return record, points.EarnPoints, request
+    record = Attempted("RedeemPoints", request_id, member, rng.randint(*REDEEM_POINTS))
+    request = points_pb2.RedeemPointsRequest(
+        request_id=request_id,
+        member=common_pb2.MemberRef(member=member),
+        points=record.points,
+        partner_reference=request_id,
+    )
+    return record, points.RedeemPoints, request
 
 
 def never() -> bool:

@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -42,6 +41,7 @@ from process_support import (
     app_context,
     audit,
     bearer,
+    earn_or_redeem,
     eventually,
     never,
     processes,
@@ -64,10 +64,6 @@ KILLS = count(5, 20)
 """SIGKILLs of the gateway under unary load."""
 CLIENTS = count(4, 16)
 MEMBERS = count(6, 24)
-EARN_SHARE = 0.6
-"""Of the requests; the rest are redemptions, some of them refused for want of points."""
-EARN_POINTS = (10, 100)
-REDEEM_POINTS = (20, 200)
 ABANDON_SHARE = 0.1
 """Of the requests: the client gives up on it at its first failed attempt instead of retrying."""
 CALL_DEADLINE_S = 10.0
@@ -141,32 +137,7 @@ async def load(
     async with grpc.aio.insecure_channel(target, options=CLIENT_CHANNEL_OPTIONS) as channel:
         points = points_pb2_grpc.PointsServiceStub(channel)
         while not stop.is_set():
-            member, request_id = rng.choice(members), rid()
-            call: Any
-            request: Any
-            if rng.random() < EARN_SHARE:
-                record = Attempted("EarnPoints", request_id, member, rng.randint(*EARN_POINTS))
-                call, request = (
-                    points.EarnPoints,
-                    points_pb2.EarnPointsRequest(
-                        request_id=request_id,
-                        member=ref(member),
-                        action="BONUS",
-                        points=record.points,
-                        partner_reference=request_id,
-                    ),
-                )
-            else:
-                record = Attempted("RedeemPoints", request_id, member, rng.randint(*REDEEM_POINTS))
-                call, request = (
-                    points.RedeemPoints,
-                    points_pb2.RedeemPointsRequest(
-                        request_id=request_id,
-                        member=ref(member),
-                        points=record.points,
-                        partner_reference=request_id,
-                    ),
-                )
+            record, call, request = earn_or_redeem(points, members, rng)
             records.append(record)
             impatient = rng.random() < ABANDON_SHARE
             await until_answered(

@@ -37,6 +37,7 @@ import grpc
 import pytest
 from process_support import (
     CLIENT_CHANNEL_OPTIONS,
+    EARN_POINTS,
     Attempted,
     CutMode,
     GatewayProcess,
@@ -44,6 +45,7 @@ from process_support import (
     TcpProxy,
     audit,
     bearer,
+    earn_or_redeem,
     eventually,
     processes,
     run_cli,
@@ -62,9 +64,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CLIENTS = count(6, 24)
 MEMBERS = count(6, 24)
-EARN_SHARE = 0.6
-EARN_POINTS = (10, 100)
-REDEEM_POINTS = (20, 200)
 CALL_DEADLINE_S = 10.0
 """The SDK's default deadline per attempt."""
 OUTAGE_S = {
@@ -108,32 +107,7 @@ async def load(
     async with grpc.aio.insecure_channel(target, options=CLIENT_CHANNEL_OPTIONS) as channel:
         points = points_pb2_grpc.PointsServiceStub(channel)
         while not stop.is_set():
-            member, request_id = rng.choice(members), rid()
-            call: Any
-            request: Any
-            if rng.random() < EARN_SHARE:
-                record = Attempted("EarnPoints", request_id, member, rng.randint(*EARN_POINTS))
-                call, request = (
-                    points.EarnPoints,
-                    points_pb2.EarnPointsRequest(
-                        request_id=request_id,
-                        member=ref(member),
-                        action="BONUS",
-                        points=record.points,
-                        partner_reference=request_id,
-                    ),
-                )
-            else:
-                record = Attempted("RedeemPoints", request_id, member, rng.randint(*REDEEM_POINTS))
-                call, request = (
-                    points.RedeemPoints,
-                    points_pb2.RedeemPointsRequest(
-                        request_id=request_id,
-                        member=ref(member),
-                        points=record.points,
-                        partner_reference=request_id,
-                    ),
-                )
+            record, call, request = earn_or_redeem(points, members, rng)
             records.append(record)
             await until_answered(call, request, bearer(key), record, deadline_s=CALL_DEADLINE_S)
 

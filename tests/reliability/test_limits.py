@@ -23,8 +23,9 @@ from typing import Any
 
 import grpc
 import pytest
+from errors import decode_status, details_of  # tests/e2e/errors.py
 from google.protobuf import duration_pb2, timestamp_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from sqlalchemy import text
 from stress import count  # tests/reliability/stress.py
 
@@ -57,7 +58,6 @@ from settlement.service.periods import LINES_PAGE_SIZE_DEFAULT, LINES_PAGE_SIZE_
 Meta = list[tuple[str, str]]
 
 DOMAIN = "coalition.v1"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 CALL_TIMEOUT_S = 60.0
 """Deadline of calls that must not time out: only so that a hang fails instead of hanging."""
 SETTLE_POLL_S = 0.05
@@ -85,22 +85,6 @@ def bonus(member: str, points: int = 1, request_id: str = "") -> points_pb2.Earn
     )
 
 
-def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
-    raw = [v for k, v in (err.trailing_metadata() or ()) if k == STATUS_DETAILS_KEY]
-    assert len(raw) == 1, f"expected one {STATUS_DETAILS_KEY}: {err!r}"
-    return status_pb2.Status.FromString(raw[0])
-
-
-def details_of(status: status_pb2.Status, kind: type[Any]) -> list[Any]:
-    found = []
-    for packed in status.details:
-        if packed.Is(kind.DESCRIPTOR):
-            message = kind()
-            packed.Unpack(message)
-            found.append(message)
-    return found
-
-
 async def failure(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     """The error a call must end with."""
     try:
@@ -111,7 +95,7 @@ async def failure(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
 
 
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    infos = details_of(status_of(err), error_details_pb2.ErrorInfo)
+    infos = details_of(decode_status(err), error_details_pb2.ErrorInfo)
     assert len(infos) == 1, f"expected one ErrorInfo: {err!r}"
     assert infos[0].domain == DOMAIN
     info: error_details_pb2.ErrorInfo = infos[0]
@@ -204,7 +188,7 @@ def retry_after(err: grpc.aio.AioRpcError) -> float:
     info = error_info(err)
     assert info.reason == "RATE_LIMITED"
     seconds = Decimal(info.metadata["retry_after_s"])
-    (retry,) = details_of(status_of(err), error_details_pb2.RetryInfo)
+    (retry,) = details_of(decode_status(err), error_details_pb2.RetryInfo)
     delay: duration_pb2.Duration = retry.retry_delay
     assert Decimal(delay.seconds) + Decimal(delay.nanos) / 10**9 == seconds
     assert 0 < seconds <= Decimal(1 / RATE_PER_S) + Decimal("0.001")
@@ -819,7 +803,7 @@ async def test_every_list_rpc_clamps_page_size_and_refuses_negatives(
         err = await failure(listing(negative, ""))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
         assert error_info(err).reason == "INVALID_PAGE_SIZE"
-        (bad,) = details_of(status_of(err), error_details_pb2.BadRequest)
+        (bad,) = details_of(decode_status(err), error_details_pb2.BadRequest)
         assert [v.field for v in bad.field_violations] == ["page_size"]
 
 
